@@ -1,0 +1,69 @@
+"""The `ctscan` command line: serve, predict, and the training commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.config import Settings
+
+cli = typer.Typer(help="CT-scan classification: serve, predict, train, evaluate, export.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (CTSCAN_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (CTSCAN_PORT)")] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Model store (CTSCAN_MODELS_DIR)")] = None,
+) -> None:
+    """Run the HTTP service with uvicorn."""
+    import uvicorn
+
+    from app.logging_setup import configure_logging
+    from app.main import create_app
+
+    settings = _settings(models_dir=models_dir, host=host, port=port)
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower())
+
+
+@cli.command()
+def predict(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image or DICOM")],
+    model: Annotated[str | None, typer.Option(help="Model name (default: the default model)")] = None,
+    version: Annotated[int | None, typer.Option(help="Pin a model version")] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Model store (CTSCAN_MODELS_DIR)")] = None,
+) -> None:
+    """Classify one file without a server and print the result as JSON."""
+    from app.errors import ServiceError
+    from app.inference.predict import predict_bytes
+    from app.inference.store import ModelStore
+
+    settings = _settings(models_dir=models_dir)
+    store = ModelStore(settings)
+    store.load_all()
+    try:
+        loaded = store.get(model or store.default_name(), version)
+        result = predict_bytes(loaded, file.read_bytes(), settings.max_image_pixels)
+    except ServiceError as exc:
+        typer.echo(f"error: {exc.title}: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
+def _settings(**overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    """Console entry point; the training subcommands come from `training.cli` (lazy TF)."""
+    from training.cli import register  # the service itself never imports `training`
+
+    register(cli)
+    cli()

@@ -1,0 +1,80 @@
+"""Service configuration: one Settings object read from `CTSCAN_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KNOWN_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "ROCMExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CPUExecutionProvider",
+)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity mask), not the host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; each field maps to `CTSCAN_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="CTSCAN_", env_file=".env", extra="ignore")
+
+    models_dir: Path = Field(Path("models"), description="Model store: <name>/<version>/")
+    default_model: str | None = Field(None, description="Model answering POST /predict")
+    max_upload_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Upload size cap")
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="onnxruntime execution providers, in order of preference",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="0 = the CPUs this process may use")
+    inference_workers: int = Field(2, ge=1, description="Threads running inference at once")
+    max_queue: int = Field(64, ge=1, description="Requests waiting for inference before 503")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when overloaded")
+    require_all_models: bool = Field(
+        False, description="Readiness fails while any model in the store failed to load"
+    )
+    max_image_pixels: int = Field(64_000_000, gt=0, description="Decompression-bomb guard")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    log_level: str = "INFO"
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in KNOWN_PROVIDERS]
+        if unknown or not value:
+            raise ValueError(f"unknown execution providers {unknown}; known: {KNOWN_PROVIDERS}")
+        return value
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads for each onnxruntime session."""
+        return self.intra_op_threads or available_cpus()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

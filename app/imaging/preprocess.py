@@ -1,0 +1,81 @@
+"""Pixels to model input, as the model card's input contract says. Training reuses this."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+}
+
+
+class InputSpec(BaseModel):
+    """The input contract of a model: what `to_model_input` produces and the graph expects."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "image"
+    layout: Literal["NHWC"] = "NHWC"
+    height: int = Field(gt=0, le=4096)
+    width: int = Field(gt=0, le=4096)
+    channels: Literal[1] = 1
+    dtype: Literal["float32"] = "float32"
+    colour: Literal["grey"] = "grey"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    resize: Literal["bilinear", "bicubic", "area"] = "bilinear"
+    keep_aspect: bool = Field(
+        False, description="Pad to a square with the image's darkest value before resizing"
+    )
+    intensity: Literal["percentile", "minmax", "none"] = Field(
+        "percentile", description="Per-image contrast stretch applied after resizing"
+    )
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    in_graph: list[str] = Field(
+        default_factory=list, description="Preprocessing done inside the ONNX graph"
+    )
+
+
+def to_model_input(grey: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Grey pixels in [0, 1] (H, W) to one model input (height, width, channels) float32."""
+    if spec.keep_aspect:
+        grey = _pad_square(grey)
+    resized = _resize(grey, spec)
+    stretched = _stretch(resized, spec)
+    return stretched[:, :, np.newaxis].astype(np.float32, copy=False)
+
+
+def _pad_square(grey: np.ndarray) -> np.ndarray:
+    height, width = grey.shape
+    side = max(height, width)
+    if height == width:
+        return grey
+    canvas = np.full((side, side), float(grey.min()), dtype=np.float32)
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[top : top + height, left : left + width] = grey
+    return canvas
+
+
+def _resize(grey: np.ndarray, spec: InputSpec) -> np.ndarray:
+    if grey.shape == (spec.height, spec.width):
+        return np.asarray(grey, dtype=np.float32)
+    image = Image.fromarray(np.asarray(grey, dtype=np.float32))
+    resized = image.resize((spec.width, spec.height), resample=_RESAMPLE[spec.resize])
+    return np.asarray(resized, dtype=np.float32)
+
+
+def _stretch(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    if spec.intensity == "none":
+        return np.clip(pixels, 0.0, 1.0)
+    if spec.intensity == "minmax":
+        low, high = float(pixels.min()), float(pixels.max())
+    else:
+        low, high = (float(v) for v in np.percentile(pixels, spec.percentiles))
+    if high - low < 1e-6:
+        return np.zeros_like(pixels)
+    return np.clip((pixels - low) / (high - low), 0.0, 1.0)

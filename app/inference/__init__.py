@@ -1,0 +1,1 @@
+"""Model store, onnxruntime sessions and the prediction path shared by API and CLI."""

@@ -1,0 +1,75 @@
+"""onnxruntime sessions: provider choice, thread settings, checks against the card, warm-up."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.errors import ModelLoadError
+from app.inference.card import ModelCard
+
+log = logging.getLogger(__name__)
+
+
+def choose_providers(preferred: list[str]) -> list[str]:
+    """The preferred providers this onnxruntime build offers, CPU always last."""
+    available = set(ort.get_available_providers())
+    chosen = [p for p in preferred if p in available and p != "CPUExecutionProvider"]
+    return [*chosen, "CPUExecutionProvider"]
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Explicit thread counts and full graph optimisation."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+def create_session(
+    model_path: Path, card: ModelCard, preferred: list[str], threads: int
+) -> tuple[ort.InferenceSession, str]:
+    """A checked, warmed-up session and the execution provider it really uses."""
+    providers = choose_providers(preferred)
+    try:
+        session = ort.InferenceSession(
+            str(model_path), sess_options=session_options(threads), providers=providers
+        )
+    except Exception as exc:  # onnxruntime raises its own unexported exception types
+        raise ModelLoadError(f"onnxruntime cannot load {model_path.name}: {exc}") from exc
+    check_signature(session, card)
+    in_use = session.get_providers()[0]
+    if in_use != providers[0]:
+        log.warning("%s: %s unavailable, running on %s", card.name, providers[0], in_use)
+    warm_up(session, card)
+    return session, in_use
+
+
+def check_signature(session: ort.InferenceSession, card: ModelCard) -> None:
+    """The graph's input and output must be what the card promises."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != card.input.name:
+        raise ModelLoadError(f"graph inputs {[i.name for i in inputs]} != [{card.input.name!r}]")
+    expected = [card.input.height, card.input.width, card.input.channels]
+    if [d if isinstance(d, int) else None for d in inputs[0].shape[1:]] != expected:
+        raise ModelLoadError(f"graph input shape {inputs[0].shape} does not match {expected}")
+    names = [o.name for o in outputs]
+    if card.output.name not in names:
+        raise ModelLoadError(f"graph outputs {names} lack {card.output.name!r}")
+    width = next(o.shape[-1] for o in outputs if o.name == card.output.name)
+    if isinstance(width, int) and width != len(card.classes):
+        raise ModelLoadError(f"graph gives {width} outputs for {len(card.classes)} classes")
+
+
+def warm_up(session: ort.InferenceSession, card: ModelCard, runs: int = 2) -> None:
+    """Run the graph on blank input so the first request pays no lazy initialisation."""
+    spec = card.input
+    blank = np.zeros((1, spec.height, spec.width, spec.channels), dtype=np.float32)
+    for _ in range(runs):
+        session.run([card.output.name], {spec.name: blank})

@@ -1,0 +1,145 @@
+"""The model store: every `<models_dir>/<name>/<version>/` loaded into an onnxruntime session."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from app.config import Settings
+from app.errors import ModelLoadError, ModelNotFound, NotReady
+from app.inference.card import MODEL_NAME, ModelCard, read_card
+from app.inference.session import create_session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A served model version: its card, its session and where it runs."""
+
+    card: ModelCard
+    session: ort.InferenceSession
+    provider: str
+    path: Path
+    load_seconds: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.card.name}/{self.card.version}"
+
+
+@dataclass
+class ModelStore:
+    """Loads model versions one at a time and hands them out by name and version."""
+
+    settings: Settings
+    models: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    loaded: threading.Event = field(default_factory=threading.Event)
+
+    def load_all(self) -> None:
+        """Scan the models directory and load every version found; failures are recorded."""
+        with self.lock:
+            for name, version, path in scan_models_dir(self.settings.models_dir, self.failures):
+                self._load_one(name, version, path)
+            self.loaded.set()
+        log.info("models ready: %s; failed: %s", self.served_keys(), self.failures or "none")
+
+    def _load_one(self, name: str, version: int, path: Path) -> None:
+        started = time.perf_counter()
+        try:
+            model = load_model_dir(path, name, version, self.settings)
+        except ModelLoadError as exc:
+            self.failures[f"{name}/{version}"] = str(exc)
+            log.error("model %s/%s not served: %s", name, version, exc)
+            return
+        model = LoadedModel(model.card, model.session, model.provider, path, _since(started))
+        self.models.setdefault(name, {})[version] = model
+        log.info("loaded %s on %s in %.2fs", model.key, model.provider, model.load_seconds)
+
+    def served_keys(self) -> list[str]:
+        return [m.key for versions in self.models.values() for m in versions.values()]
+
+    def get(self, name: str, version: int | None = None) -> LoadedModel:
+        """The requested version, or the highest one; raise 404 / 503 domain errors."""
+        versions = self.models.get(name)
+        if not versions:
+            if not self.loaded.is_set():
+                raise NotReady("models are still loading", headers={"Retry-After": "1"})
+            raise ModelNotFound(f"no model named {name!r}; served: {sorted(self.models)}")
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise ModelNotFound(f"model {name!r} has no version {version}; has {sorted(versions)}")
+        return versions[version]
+
+    def default_name(self) -> str:
+        """The model answering `POST /predict`: the setting, else the only or first served."""
+        if self.settings.default_model:
+            return self.settings.default_model
+        if not self.models:
+            raise NotReady("no model is loaded", headers={"Retry-After": "1"})
+        return sorted(self.models)[0]
+
+    def readiness(self) -> dict[str, Any]:
+        """Readiness state: loaded models with their provider, and failures with reasons."""
+        served = {m.key: {"provider": m.provider, "load_seconds": round(m.load_seconds, 3)}
+                  for versions in self.models.values() for m in versions.values()}
+        ready = self.loaded.is_set() and bool(served)
+        if self.settings.require_all_models and self.failures:
+            ready = False
+        status = "ready" if ready else ("loading" if not self.loaded.is_set() else "unavailable")
+        return {"status": status, "ready": ready, "models": served, "failed": dict(self.failures)}
+
+
+def scan_models_dir(root: Path, failures: dict[str, str]) -> list[tuple[str, int, Path]]:
+    """`(name, version, path)` for every `<name>/<integer version>/` folder, sorted."""
+    if not root.is_dir():
+        failures["models_dir"] = f"models directory {root} does not exist"
+        log.error(failures["models_dir"])
+        return []
+    found = []
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not re.match(MODEL_NAME, model_dir.name):
+            continue
+        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            if version_dir.name.isdigit() and int(version_dir.name) >= 1:
+                found.append((model_dir.name, int(version_dir.name), version_dir))
+    return found
+
+
+def load_model_dir(path: Path, name: str, version: int, settings: Settings) -> LoadedModel:
+    """Validate the card and checksum, then create and warm the session."""
+    card = read_card(path / "metadata.json")
+    if (card.name, card.version) != (name, version):
+        raise ModelLoadError(f"card says {card.name}/{card.version}, folder says {name}/{version}")
+    onnx_path = path / "model.onnx"
+    if not onnx_path.is_file():
+        raise ModelLoadError("missing model.onnx")
+    digest = sha256_file(onnx_path)
+    if digest != card.sha256:
+        raise ModelLoadError(f"sha256 of model.onnx is {digest}, card says {card.sha256}")
+    session, provider = create_session(onnx_path, card, settings.providers, settings.threads)
+    return LoadedModel(card, session, provider, path, 0.0)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

@@ -1,0 +1,69 @@
+"""Upload size limits enforced while the body streams in, before anything is buffered whole."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge, problem_response
+
+MULTIPART_OVERHEAD = 64 * 1024
+CHUNK = 1 << 20
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a declared or streamed request body above `max_body` bytes."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            response = problem_response(413, "Upload too large", self._detail(), "payload-too-large")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise HTTPException(413, self._detail())
+            return message
+
+        return counted
+
+    def _detail(self) -> str:
+        return f"the request body exceeds {self.max_body - MULTIPART_OVERHEAD} bytes"
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    """The uploaded file's bytes, read in chunks; 413 as soon as it passes `max_bytes`."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await upload.read(CHUNK):
+        total += len(chunk)
+        if total > max_bytes:
+            raise PayloadTooLarge(f"the file exceeds the {max_bytes}-byte upload limit")
+        chunks.append(chunk)
+    return b"".join(chunks)

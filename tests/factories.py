@@ -1,0 +1,90 @@
+"""Small real artifacts built in memory: ONNX models with valid cards, and image bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from PIL import Image
+
+CLASSES = ["dark", "bright"]
+
+
+def brightness_model(size: int = 16, classes: list[str] | None = None) -> bytes:
+    """An ONNX graph: mean pixel → linear → softmax; bright images → the last class."""
+    classes = classes or CLASSES
+    n = len(classes)
+    weights = np.linspace(-6.0, 6.0, n, dtype=np.float32).reshape(1, n)
+    bias = -weights.reshape(n) * 0.5
+    bias[1:-1] += 1.0  # middle classes win around mid-grey
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
+        helper.make_node("MatMul", ["mean", "w"], ["logits_raw"]),
+        helper.make_node("Add", ["logits_raw", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brightness",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n])],
+        initializer=[
+            helper.make_tensor("w", TensorProto.FLOAT, [1, n], weights.ravel().tolist()),
+            helper.make_tensor("b", TensorProto.FLOAT, [n], bias.tolist()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def card_for(name: str, version: int, onnx_bytes: bytes, size: int = 16, **extra: Any) -> dict:
+    """A valid model card for `brightness_model`."""
+    card: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "created": "2026-11-22T00:00:00Z",
+        "classes": extra.pop("classes", CLASSES),
+        "architecture": {"name": "brightness-test"},
+        "input": {"height": size, "width": size, "intensity": "none"},
+        "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+    }
+    card.update(extra)
+    return card
+
+
+def write_model(root: Path, name: str, version: int = 1, size: int = 16, **extra: Any) -> Path:
+    """Write `<root>/<name>/<version>/{model.onnx, metadata.json}` and return the folder."""
+    classes = extra.get("classes")
+    onnx_bytes = brightness_model(size, classes)
+    folder = root / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(onnx_bytes)
+    card = card_for(name, version, onnx_bytes, size, **extra)
+    (folder / "metadata.json").write_text(json.dumps(card, indent=2))
+    return folder
+
+
+def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
+    """Image → file bytes in the given Pillow format."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def grey_gradient(width: int = 40, height: int = 30, high: int = 255) -> np.ndarray:
+    """A horizontal ramp from 0 to `high` (uint8 or uint16 range)."""
+    ramp = np.linspace(0, high, width)
+    return np.tile(ramp, (height, 1))
+
+
+def png_bytes(level: int = 200, size: tuple[int, int] = (32, 24), mode: str = "L") -> bytes:
+    """A flat PNG of the given grey level."""
+    return encode(Image.new(mode, size, level if mode == "L" else (level,) * len(mode)), "PNG")

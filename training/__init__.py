@@ -1,0 +1,1 @@
+"""Offline training pipeline: data → architectures → train → evaluate → export (ONNX + card)."""

@@ -1,0 +1,14 @@
+"""`ctscan train | evaluate | export`: registered on the main CLI, TensorFlow imported lazily."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the training subcommands to the `ctscan` command line."""
+    from training import commands
+
+    cli.command(name="train")(commands.train)
+    cli.command(name="evaluate")(commands.evaluate)
+    cli.command(name="export")(commands.export)
