@@ -98,10 +98,10 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 
 
 def _scale_wide(values: np.ndarray) -> np.ndarray:
-    """32-bit integer or float pixels: 16-bit range when they fit it, else their own range."""
+    """32-bit integer or float pixels: the 8- or 16-bit range they fit, else their own range."""
     low, high = float(values.min()), float(values.max())
     if low >= 0 and high <= 65535 and np.all(values == np.round(values)):
-        return (values / 65535.0).astype(np.float32)
+        return (values / (255.0 if high <= 255 else 65535.0)).astype(np.float32)
     if not np.isfinite(low) or not np.isfinite(high):
         raise InvalidImage("the image holds NaN or infinite values")
     span = high - low

@@ -1,0 +1,93 @@
+"""`ctscan predict` without a server and `ctscan serve` as a real uvicorn process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.factories import png_bytes, write_model
+
+CTSCAN = [sys.executable, "-c", "from app.cli import main; main()"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CTSCAN, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_predict_prints_probabilities(tmp_path: Path) -> None:
+    write_model(tmp_path / "models", "toy")
+    image = tmp_path / "bright.png"
+    image.write_bytes(png_bytes(240))
+    result = run_cli("predict", str(image), "--models-dir", str(tmp_path / "models"))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["label"] == "bright" and abs(sum(body["probabilities"].values()) - 1) < 1e-5
+
+
+def test_predict_reports_bad_input_and_unknown_model(tmp_path: Path) -> None:
+    write_model(tmp_path / "models", "toy")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    result = run_cli("predict", str(text), "--models-dir", str(tmp_path / "models"))
+    assert result.returncode == 2 and "Unsupported file type" in result.stderr
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes())
+    result = run_cli("predict", str(image), "--model", "nope", "--models-dir",
+                     str(tmp_path / "models"))
+    assert result.returncode == 2 and "Unknown model" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_over_real_http(tmp_path: Path) -> None:
+    write_model(tmp_path / "models", "toy")
+    port = free_port()
+    server = subprocess.Popen(
+        [*CTSCAN, "serve", "--port", str(port), "--models-dir", str(tmp_path / "models")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        response = httpx.post(f"{base}/v1/models/toy/predict",
+                              files={"file": ("a.png", png_bytes(10))}, timeout=10)
+        assert response.status_code == 200 and response.json()["label"] == "dark"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=30)[0]
+    # uvicorn shuts down gracefully, then re-raises SIGTERM as its exit status
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+
+
+SCRIPT = Path(sys.executable).parent / "ctscan"
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="package not installed in this environment")
+def test_console_script_is_installed() -> None:
+    result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0
+    for command in ("serve", "predict", "train", "evaluate", "export"):
+        assert command in result.stdout

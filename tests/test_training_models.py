@@ -1,0 +1,102 @@
+"""Each architecture trains a step on tiny synthetic images, exports to ONNX with parity, and
+is served by the service. Needs the `train` extra; skipped without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("tf2onnx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.imaging.preprocess import InputSpec  # noqa: E402
+from app.main import create_app  # noqa: E402
+from tests.conftest import wait_ready  # noqa: E402
+from tests.factories import encode  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+
+def blob_dataset(root: Path, per_class: int = 12, size: int = 48) -> None:
+    """Two classes: a bright blob on the left or on the right of a noisy slice."""
+    rng = np.random.default_rng(0)
+    for label, column in (("left", size // 4), ("right", 3 * size // 4)):
+        folder = root / label
+        folder.mkdir(parents=True)
+        for index in range(per_class):
+            pixels = rng.integers(0, 60, (size, size)).astype(np.uint8)
+            pixels[size // 2 - 5 : size // 2 + 5, column - 5 : column + 5] = 250
+            (folder / f"{index}.png").write_bytes(encode(Image.fromarray(pixels), "PNG"))
+
+
+@pytest.mark.parametrize(("arch", "folds"), [("compact", 2), ("resnet50", 0), ("vgg19", 0)])
+def test_train_export_and_serve(arch: str, folds: int, tmp_path: Path) -> None:
+    from training.pipeline import TrainRequest, run
+    from training.train import TrainConfig
+
+    blob_dataset(tmp_path / "data")
+    config = TrainConfig(arch=arch, image_size=32, epochs=1, batch_size=8, patience=1)
+    request = TrainRequest(data=tmp_path / "data", name=f"blob-{arch}", output=tmp_path / "models",
+                           config=config, spec=InputSpec(height=32, width=32), folds=folds,
+                           cache_dir=None, runs_dir=tmp_path / "runs")
+    folder = run(request)
+    card = json.loads((folder / "metadata.json").read_text())
+    assert card["evaluation"]["parity_max_abs_diff"] <= 1e-4
+    assert card["classes"] == ["left", "right"] and card["architecture"]["name"] == arch
+    assert (folder / "report" / "metrics.json").is_file()
+    assert (folder / "report" / "learning_curves.png").is_file()
+    if folds:
+        assert (folder / "report" / "confusion_matrix.png").is_file()
+        assert card["evaluation"]["cross_validation"]["folds"] == folds
+    assert not list((tmp_path / "models" / f"blob-{arch}").glob(".staging-*"))
+    settings = Settings(models_dir=tmp_path / "models", intra_op_threads=1)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        image = (tmp_path / "data" / "left" / "0.png").read_bytes()
+        response = client.post(f"/v1/models/blob-{arch}/predict", files={"file": ("a.png", image)})
+        assert response.status_code == 200, response.text
+        assert abs(sum(response.json()["probabilities"].values()) - 1) < 1e-5
+
+
+def test_imagenet_offline_fails_cleanly(tmp_path: Path) -> None:
+    """No network: one clear line, non-zero exit, nothing written."""
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"),
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", "train", "--data",
+         str(tmp_path / "data"), "--name", "x", "--arch", "resnet50", "--weights", "imagenet",
+         "--image-size", "32", "--output", str(tmp_path / "models")],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "ImageNet weights" in errors[0] and "--weights" in errors[0]
+    assert not (tmp_path / "models").exists()
+
+
+def test_local_weights_file_is_loaded(tmp_path: Path) -> None:
+    import keras
+
+    from training.architectures import WeightsUnavailable, backbone_of, build
+
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights = tmp_path / "resnet50_notop.weights.h5"
+    source.save_weights(weights)
+    model = build("resnet50", 32, 2, weights=str(weights))
+    loaded = backbone_of(model)
+    assert loaded is not None
+    for mine, theirs in zip(loaded.get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(WeightsUnavailable, match="does not exist"):
+        build("resnet50", 32, 2, weights=str(tmp_path / "missing.h5"))

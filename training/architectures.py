@@ -1,0 +1,113 @@
+"""Classifier graphs: VGG19 and ResNet50 from keras.applications, and a compact CNN.
+
+Every model takes (H, W, 1) grey in [0, 1] and returns logits; normalisation for the
+ImageNet backbones (grey → 3 channels, caffe mean subtraction) is inside the graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers
+
+ARCHITECTURES = ("compact", "vgg19", "resnet50")
+HEADS = ("gap", "vgg")
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+class WeightsUnavailable(RuntimeError):
+    """ImageNet weights were asked for and cannot be had (offline, or a bad file)."""
+
+
+def build(arch: str, size: int, classes: int, weights: str = "none", head: str = "gap",
+          dropout: float = 0.3) -> keras.Model:
+    """A classifier returning logits; `weights` is 'imagenet', 'none' or a weights file."""
+    inputs = keras.Input((size, size, 1), name="image")
+    if arch == "compact":
+        features = compact_features(inputs)
+    else:
+        features = _backbone(arch, size, weights)(_to_imagenet(inputs))
+    logits = _head(features, classes, head, dropout)
+    model = keras.Model(inputs, logits, name=f"{arch}_{head}")
+    if arch == "compact" and weights not in ("none", "imagenet"):
+        model.load_weights(weights)
+    return model
+
+
+def compact_features(x: Any) -> Any:
+    """A small residual CNN that trains from scratch on a 2-core CPU."""
+    x = layers.Conv2D(24, 5, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("relu", name="stem_relu")(x)
+    for index, filters in enumerate((32, 64, 128, 192)):
+        x = _residual_block(x, filters, f"block{index + 1}")
+    return x
+
+
+def _residual_block(x: Any, filters: int, name: str) -> Any:
+    shortcut = layers.Conv2D(filters, 1, strides=2, use_bias=False, name=f"{name}_proj")(x)
+    y = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False,
+                      name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.Activation("relu", name=f"{name}_relu1")(y)
+    y = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False,
+                               name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def _to_imagenet(x: Any) -> Any:
+    """Grey [0, 1] → 3-channel caffe-normalised input, as keras.applications expects."""
+    x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    offset = [-m for m in CAFFE_MEAN_BGR]
+    return layers.Rescaling(255.0, offset=offset, name="caffe_normalise")(x)
+
+
+def _backbone(arch: str, size: int, weights: str) -> keras.Model:
+    constructor = {"vgg19": keras.applications.VGG19,
+                   "resnet50": keras.applications.ResNet50}[arch]
+    source = None if weights == "none" else weights
+    if source not in (None, "imagenet") and not Path(source).is_file():
+        raise WeightsUnavailable(f"weights file {source} does not exist")
+    try:
+        return constructor(include_top=False, weights=source, input_shape=(size, size, 3))
+    except Exception as exc:  # download errors arrive as many types (URLError, OSError, ...)
+        if source == "imagenet":
+            raise WeightsUnavailable(
+                f"cannot download ImageNet weights for {arch} ({type(exc).__name__}); "
+                "pass --weights PATH to a local .h5 file, or --weights none"
+            ) from exc
+        raise WeightsUnavailable(f"cannot load weights {source} for {arch}: {exc}") from exc
+
+
+def _head(features: Any, classes: int, head: str, dropout: float) -> Any:
+    if head == "vgg":
+        x = layers.Flatten(name="flatten")(features)
+        for index in (1, 2):
+            x = layers.Dense(4096, activation="relu", name=f"fc{index}")(x)
+            x = layers.Dropout(0.5, name=f"fc{index}_dropout")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="gap")(features)
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    return layers.Dense(classes, name="logits")(x)
+
+
+def backbone_of(model: keras.Model) -> keras.Model | None:
+    """The keras.applications sub-model inside `model`, if any."""
+    return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
+
+
+def set_trainable_tail(model: keras.Model, layers_to_train: int) -> None:
+    """Freeze the backbone but its last `layers_to_train` layers (-1: all); BN stays frozen."""
+    base = backbone_of(model)
+    if base is None:
+        return
+    base.trainable = layers_to_train != 0
+    if layers_to_train <= 0:
+        return
+    for index, layer in enumerate(base.layers):
+        in_tail = index >= len(base.layers) - layers_to_train
+        layer.trainable = in_tail and not isinstance(layer, layers.BatchNormalization)

@@ -1,0 +1,135 @@
+"""Typer commands for training, evaluation and export; TensorFlow is imported inside them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.imaging.preprocess import InputSpec
+from app.logging_setup import configure_logging
+
+TRAIN_EXTRA = "pip install 'ctscan[train,cpu]'  (or: pip install -e '.[train,cpu]')"
+
+
+def require_training_extra() -> None:
+    """Exit with an install hint when TensorFlow / Keras / tf2onnx are missing."""
+    missing = [m for m in ("tensorflow", "keras", "tf2onnx", "sklearn", "matplotlib")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        typer.echo(f"error: training needs {', '.join(missing)}; install with {TRAIN_EXTRA}",
+                   err=True)
+        raise typer.Exit(2)
+
+
+def parse_label_map(text: str | None) -> dict[str, str] | None:
+    """'1=hemorrhage,0=normal' → {'1': 'hemorrhage', '0': 'normal'}."""
+    if not text:
+        return None
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def train(
+    data: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Dataset folder")],
+    name: Annotated[str, typer.Option(help="Model name, e.g. chest-ct-cancer")],
+    arch: Annotated[str, typer.Option(help="compact | vgg19 | resnet50")] = "compact",
+    weights: Annotated[str, typer.Option(help="imagenet | none | PATH to weights")] = "none",
+    head: Annotated[str, typer.Option(help="gap (default) | vgg (Flatten + 2x4096)")] = "gap",
+    image_size: Annotated[int, typer.Option(help="Square input side in pixels")] = 128,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per fit")] = 40,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    learning_rate: Annotated[float, typer.Option()] = 2e-3,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds (0: none)")] = 5,
+    max_folds: Annotated[int | None, typer.Option(help="Run only the first N folds")] = None,
+    fine_tune_layers: Annotated[int, typer.Option(help="Backbone layers to fine-tune")] = 20,
+    fine_tune_epochs: Annotated[int, typer.Option()] = 10,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience")] = 8,
+    keep_aspect: Annotated[bool, typer.Option(help="Pad to square before resizing")] = False,
+    intensity: Annotated[str, typer.Option(help="percentile | minmax | none")] = "percentile",
+    label_map: Annotated[str | None, typer.Option(help="e.g. '1=hemorrhage,0=normal'")] = None,
+    seed: Annotated[int, typer.Option()] = 42,
+    max_samples: Annotated[int | None, typer.Option(help="Subsample for a quick run")] = None,
+    output: Annotated[Path, typer.Option(help="Model store to write into")] = Path("models"),
+    cache_dir: Annotated[Path, typer.Option(help="Preprocessed-array cache")] = Path("cache"),
+) -> None:
+    """Cross-validate, calibrate, train on all data and export a new model version."""
+    require_training_extra()
+    configure_logging()
+    from training.architectures import ARCHITECTURES, HEADS, WeightsUnavailable, build
+    from training.pipeline import TrainRequest, run
+    from training.train import TrainConfig
+
+    if arch not in ARCHITECTURES or head not in HEADS:
+        typer.echo(f"error: --arch must be one of {ARCHITECTURES}, --head one of {HEADS}",
+                   err=True)
+        raise typer.Exit(2)
+    config = TrainConfig(arch=arch, weights=weights, head=head, image_size=image_size,
+                         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
+                         patience=patience, seed=seed)
+    try:
+        build(arch, image_size, 2, weights, head)  # fail fast, before anything is written
+    except WeightsUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    spec = InputSpec(height=image_size, width=image_size, keep_aspect=keep_aspect,
+                     intensity=intensity,  # type: ignore[arg-type]
+                     in_graph=_in_graph(arch))
+    request = TrainRequest(data=data, name=name, output=output, config=config, spec=spec,
+                           folds=folds, max_folds=max_folds, cache_dir=cache_dir,
+                           label_map=parse_label_map(label_map), max_samples=max_samples)
+    folder = run(request)
+    typer.echo(f"wrote {folder}")
+
+
+def _in_graph(arch: str) -> list[str]:
+    steps = ["softmax(logits / temperature)"]
+    if arch != "compact":
+        steps.insert(0, "grey → 3 channels, x255, minus ImageNet caffe means")
+    return steps
+
+
+def evaluate(
+    model_dir: Annotated[Path, typer.Option(exists=True, file_okay=False,
+                                            help="models/<name>/<version>")],
+    data: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Labelled images")],
+    label_map: Annotated[str | None, typer.Option(help="e.g. '1=hemorrhage,0=normal'")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write metrics.json here")] = None,
+) -> None:
+    """Score an exported model on a labelled folder through the service's own predict path."""
+    require_training_extra()
+    configure_logging()
+    from training.scoring import score_model_dir
+
+    metrics = score_model_dir(model_dir, data, parse_label_map(label_map))
+    text = json.dumps(metrics, indent=2)
+    if output:
+        output.write_text(text)
+    typer.echo(text)
+
+
+def export(
+    keras_file: Annotated[Path, typer.Option(exists=True, dir_okay=False,
+                                             help="A saved .keras logits model")],
+    output: Annotated[Path, typer.Option(help="Where to write model.onnx")],
+    temperature: Annotated[float, typer.Option(help="Calibration temperature")] = 1.0,
+) -> None:
+    """Export a saved Keras logits model to ONNX with softmax inside; parity-checked."""
+    require_training_extra()
+    configure_logging()
+    import keras
+    import numpy as np
+
+    from training.export import export_onnx, probability_model
+
+    model = keras.saving.load_model(keras_file)
+    shape = (8, *model.input.shape[1:])
+    sample = np.random.default_rng(0).random(shape, dtype=np.float32)
+    difference = export_onnx(probability_model(model, temperature), output, sample)
+    logging.getLogger(__name__).info("parity %.2e", difference)
+    typer.echo(f"wrote {output} (parity max abs diff {difference:.2e})")

@@ -1,0 +1,58 @@
+"""Known tasks: how each dataset is laid out and what its model is called and told."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "brain": (40.0, 80.0),
+    "subdural": (80.0, 200.0),
+    "bone": (300.0, 2000.0),
+}
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """Defaults for one model name; every field can be overridden on the command line."""
+
+    description: str
+    classes: tuple[str, ...]
+    label_map: dict[str, str] = field(default_factory=dict)
+    label_column: str | None = None
+    dicom_window: str | None = None
+    leakage_note: str = ""
+
+
+TASKS: dict[str, TaskPreset] = {
+    "chest-ct-cancer": TaskPreset(
+        description="Chest CT slice: adenocarcinoma, large cell carcinoma, squamous cell "
+        "carcinoma or normal.",
+        classes=("adenocarcinoma", "large_cell_carcinoma", "normal", "squamous_cell_carcinoma"),
+        dicom_window="lung",
+        leakage_note="Normal images come from other sources than the cancer ones (size, format); "
+        "preprocessing makes every image grey and square, and a test checks format invariance.",
+    ),
+    "sarscov2-ct": TaskPreset(
+        description="Chest CT slice: COVID-19 or not.",
+        classes=("covid", "non_covid"),
+        dicom_window="lung",
+        leakage_note="Many slices per patient and no patient ids: random folds mix a patient's "
+        "slices across train and validation, so cross-validated scores are optimistic.",
+    ),
+    "head-ct-hemorrhage": TaskPreset(
+        description="Head CT slice: intracranial hemorrhage or normal.",
+        classes=("hemorrhage", "normal"),
+        label_map={"1": "hemorrhage", "0": "normal"},
+        label_column="hemorrhage",
+        dicom_window="brain",
+        leakage_note="Near-identical pairs are kept in one fold; colour tints are removed by "
+        "converting to grey.",
+    ),
+    "covid-xray": TaskPreset(
+        description="Chest X-ray (not CT): COVID-19, viral pneumonia or normal.",
+        classes=("covid", "normal", "viral_pneumonia"),
+        leakage_note="Small dataset (251 images); sources differ between classes.",
+    ),
+}
