@@ -10,8 +10,11 @@ import typer
 
 from app.config import Settings
 
-cli = typer.Typer(help="CT-scan classification: serve, predict, train, evaluate, export.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+cli = typer.Typer(
+    help="CT-scan classification: serve, predict, train, evaluate, export.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 @cli.command()
@@ -28,14 +31,20 @@ def serve(
 
     settings = _settings(models_dir=models_dir, host=host, port=port)
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+    )
 
 
 @cli.command()
 def predict(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image or DICOM")],
-    model: Annotated[str | None, typer.Option(help="Model name (default: the default model)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: the default model)")
+    ] = None,
     version: Annotated[int | None, typer.Option(help="Pin a model version")] = None,
     models_dir: Annotated[Path | None, typer.Option(help="Model store (CTSCAN_MODELS_DIR)")] = None,
 ) -> None:

@@ -65,7 +65,13 @@ class ModelLoadError(Exception):
 
 def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> dict[str, Any]:
     """An RFC 9457 problem document."""
-    return {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail, **extra}
+    return {
+        "type": f"/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
 
 
 def problem_response(
@@ -86,7 +92,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     titles = {404: "Not found", 405: "Method not allowed", 413: "Upload too large"}
     title = titles.get(exc.status_code, "HTTP error")
     slug = title.lower().replace(" ", "-")
-    return problem_response(exc.status_code, title, str(exc.detail), slug, exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(exc.status_code, title, str(exc.detail), slug, headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -24,7 +24,9 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            response = problem_response(413, "Upload too large", self._detail(), "payload-too-large")
+            response = problem_response(
+                413, "Upload too large", self._detail(), "payload-too-large"
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)

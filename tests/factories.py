@@ -88,3 +88,39 @@ def grey_gradient(width: int = 40, height: int = 30, high: int = 255) -> np.ndar
 def png_bytes(level: int = 200, size: tuple[int, int] = (32, 24), mode: str = "L") -> bytes:
     """A flat PNG of the given grey level."""
     return encode(Image.new(mode, size, level if mode == "L" else (level,) * len(mode)), "PNG")
+
+
+def dicom_bytes(
+    stored: np.ndarray,
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    interpretation: str = "MONOCHROME2",
+    window: tuple[float, float] | None = None,
+    frames: int = 1,
+    pixel_data: bool = True,
+) -> bytes:
+    """A CT DICOM file (explicit VR little endian) with the given stored pixel values."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName = "CT", "Test^Patient"
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, interpretation
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if pixel_data:
+        ds.PixelData = np.ascontiguousarray(stored.astype(np.uint16)).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -21,8 +21,13 @@ NOISE_PNG = encode(Image.fromarray(_NOISE), "PNG")
 NOISE_JPEG = encode(Image.fromarray(_NOISE), "JPEG")
 
 
-def upload(client: TestClient, data: bytes, path: str = "/v1/models/toy/predict",
-           name: str = "x.png", ctype: str = "image/png"):
+def upload(
+    client: TestClient,
+    data: bytes,
+    path: str = "/v1/models/toy/predict",
+    name: str = "x.png",
+    ctype: str = "image/png",
+):
     return client.post(path, files={"file": (name, data, ctype)})
 
 
@@ -72,16 +77,21 @@ def test_type_is_judged_by_content_not_name(client: TestClient) -> None:
 
 
 def test_default_model_and_pinned_version(client: TestClient) -> None:
-    assert assert_prediction(client.post("/predict", files={"file": ("a.png", png_bytes())}),
-                             ["dark", "bright"])["model"] == "toy"
+    assert (
+        assert_prediction(
+            client.post("/predict", files={"file": ("a.png", png_bytes())}), ["dark", "bright"]
+        )["model"]
+        == "toy"
+    )
     pinned = upload(client, png_bytes(), path="/v1/models/toy/versions/1/predict")
     assert assert_prediction(pinned, ["dark", "bright"])["version"] == 1
     assert_problem(upload(client, png_bytes(), path="/v1/models/toy/versions/9/predict"), 404)
 
 
 def test_three_class_model(client: TestClient) -> None:
-    body = assert_prediction(upload(client, png_bytes(128), path="/v1/models/triple/predict"),
-                             ["low", "mid", "high"])
+    body = assert_prediction(
+        upload(client, png_bytes(128), path="/v1/models/triple/predict"), ["low", "mid", "high"]
+    )
     assert body["label"] == "mid"
 
 
@@ -113,12 +123,15 @@ def test_oversize_streamed_body_without_length_is_413(settings: Settings) -> Non
         wait_ready(client)
 
         def chunks():
-            yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n"
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
             for _ in range(200):
                 yield b"\x00" * 1024
 
-        response = client.post("/predict", content=chunks(),
-                               headers={"content-type": "multipart/form-data; boundary=b"})
+        response = client.post(
+            "/predict",
+            content=chunks(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
         assert_problem(response, 413)
 
 
@@ -169,8 +182,13 @@ def test_ready_is_503_until_models_are_warm(settings: Settings) -> None:
 def test_openapi_documents_the_contract(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    for path in ("/v1/models/{name}/predict", "/predict", "/v1/models", "/health/ready",
-                 "/v1/models/{name}/versions/{version}/predict"):
+    for path in (
+        "/v1/models/{name}/predict",
+        "/predict",
+        "/v1/models",
+        "/health/ready",
+        "/v1/models/{name}/versions/{version}/predict",
+    ):
         assert path in paths
     responses = paths["/v1/models/{name}/predict"]["post"]["responses"]
     assert {"200", "404", "413", "415", "422", "503"} <= set(responses)
@@ -181,6 +199,5 @@ def test_concurrent_requests_match_sequential(client: TestClient) -> None:
     images = [png_bytes(level) for level in range(0, 256, 8)]
     sequential = [upload(client, img).json()["probabilities"] for img in images]
     with ThreadPoolExecutor(max_workers=16) as pool:
-        parallel = list(pool.map(lambda img: upload(client, img).json()["probabilities"],
-                                 images))
+        parallel = list(pool.map(lambda img: upload(client, img).json()["probabilities"], images))
     assert parallel == sequential

@@ -20,8 +20,14 @@ CTSCAN = [sys.executable, "-c", "from app.cli import main; main()"]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CTSCAN, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [*CTSCAN, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def test_predict_prints_probabilities(tmp_path: Path) -> None:
@@ -42,8 +48,9 @@ def test_predict_reports_bad_input_and_unknown_model(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Unsupported file type" in result.stderr
     image = tmp_path / "a.png"
     image.write_bytes(png_bytes())
-    result = run_cli("predict", str(image), "--model", "nope", "--models-dir",
-                     str(tmp_path / "models"))
+    result = run_cli(
+        "predict", str(image), "--model", "nope", "--models-dir", str(tmp_path / "models")
+    )
     assert result.returncode == 2 and "Unknown model" in result.stderr
 
 
@@ -58,7 +65,9 @@ def test_serve_answers_over_real_http(tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(
         [*CTSCAN, "serve", "--port", str(port), "--models-dir", str(tmp_path / "models")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -70,8 +79,9 @@ def test_serve_answers_over_real_http(tmp_path: Path) -> None:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        response = httpx.post(f"{base}/v1/models/toy/predict",
-                              files={"file": ("a.png", png_bytes(10))}, timeout=10)
+        response = httpx.post(
+            f"{base}/v1/models/toy/predict", files={"file": ("a.png", png_bytes(10))}, timeout=10
+        )
         assert response.status_code == 200 and response.json()["label"] == "dark"
     finally:
         server.send_signal(signal.SIGTERM)
@@ -86,8 +96,9 @@ SCRIPT = Path(sys.executable).parent / "ctscan"
 
 @pytest.mark.skipif(not SCRIPT.exists(), reason="package not installed in this environment")
 def test_console_script_is_installed() -> None:
-    result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0
     for command in ("serve", "predict", "train", "evaluate", "export"):
         assert command in result.stdout

@@ -26,8 +26,11 @@ def test_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("CTSCAN_PROVIDERS", "MagicExecutionProvider"), ("CTSCAN_MAX_UPLOAD_BYTES", "-1"),
-     ("CTSCAN_PORT", "70000")],
+    [
+        ("CTSCAN_PROVIDERS", "MagicExecutionProvider"),
+        ("CTSCAN_MAX_UPLOAD_BYTES", "-1"),
+        ("CTSCAN_PORT", "70000"),
+    ],
 )
 def test_bad_values_fail_fast(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
     monkeypatch.setenv(key, value)

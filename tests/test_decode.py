@@ -44,7 +44,7 @@ def test_modes_and_formats_decode_to_grey(mode: str, fmt: str) -> None:
     decoded = decode_image(data)
     assert decoded.format == fmt and decoded.pixels.shape == (30, 40)
     assert decoded.pixels.dtype == np.float32
-    assert 0.0 <= decoded.pixels.min() and decoded.pixels.max() <= 1.0
+    assert decoded.pixels.min() >= 0.0 and decoded.pixels.max() <= 1.0
     if mode not in ("1",) and fmt not in ("JPEG", "WEBP"):
         # the ramp survives: left dark, right bright
         assert decoded.pixels[:, :5].mean() < 0.2 < 0.8 < decoded.pixels[:, -5:].mean()
@@ -95,15 +95,21 @@ def test_animated_images_are_refused() -> None:
 
 @pytest.mark.parametrize(
     ("data", "kind"),
-    [(b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff\xe0", "JPEG"), (b"II*\x00", "TIFF"),
-     (b"MM\x00*", "TIFF"), (b"BM\x00", "BMP"), (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
-     (b"\x00" * 128 + b"DICM", "DICOM")],
+    [
+        (b"\x89PNG\r\n\x1a\n", "PNG"),
+        (b"\xff\xd8\xff\xe0", "JPEG"),
+        (b"II*\x00", "TIFF"),
+        (b"MM\x00*", "TIFF"),
+        (b"BM\x00", "BMP"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
+        (b"\x00" * 128 + b"DICM", "DICOM"),
+    ],
 )
 def test_sniffing(data: bytes, kind: str) -> None:
     assert sniff_format(data) == kind
 
 
-@pytest.mark.parametrize("data", [b"%PDF-1.7", b"PK\x03\x04zip", b"{\"json\": 1}", b"\x00\x01"])
+@pytest.mark.parametrize("data", [b"%PDF-1.7", b"PK\x03\x04zip", b'{"json": 1}', b"\x00\x01"])
 def test_non_images_are_415(data: bytes) -> None:
     with pytest.raises(UnsupportedMediaType):
         sniff_format(data)

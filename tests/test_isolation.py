@@ -34,7 +34,10 @@ def test_serving_never_imports_tensorflow(tmp_path: Path) -> None:
     write_model(tmp_path, "toy")
     result = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", SCRIPT, str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
         check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from tests.factories import encode  # noqa: E402
-from training.data import (  # noqa: E402
+from tests.factories import encode
+from training.data import (
     clean,
     discover,
     fingerprint,
@@ -34,9 +34,13 @@ def write(path: Path, data: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("folder", "expected"),
-    [("adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib", "adenocarcinoma"),
-     ("large.cell.carcinoma_left.hilum_T2_N2_M0_IIIa", "large_cell_carcinoma"),
-     ("Viral Pneumonia", "viral_pneumonia"), ("non-COVID", "non_covid"), ("normal", "normal")],
+    [
+        ("adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib", "adenocarcinoma"),
+        ("large.cell.carcinoma_left.hilum_T2_N2_M0_IIIa", "large_cell_carcinoma"),
+        ("Viral Pneumonia", "viral_pneumonia"),
+        ("non-COVID", "non_covid"),
+        ("normal", "normal"),
+    ],
 )
 def test_class_names(folder: str, expected: str) -> None:
     assert normalise_class(folder) == expected
@@ -64,8 +68,11 @@ def test_csv_layout_with_label_map(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("id,hemorrhage\n0,1\n1,1\n2,0\n3,0\n9,1\n")
     samples = discover(tmp_path, {"1": "hemorrhage", "0": "normal"}, "hemorrhage")
     assert [(s.path.name, s.label) for s in samples] == [
-        ("000.png", "hemorrhage"), ("001.png", "hemorrhage"), ("002.png", "normal"),
-        ("003.png", "normal")]
+        ("000.png", "hemorrhage"),
+        ("001.png", "hemorrhage"),
+        ("002.png", "normal"),
+        ("003.png", "normal"),
+    ]
 
 
 def test_near_duplicates_share_a_fold() -> None:

@@ -15,14 +15,14 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
+from fastapi.testclient import TestClient
+from PIL import Image
 
-from app.config import Settings  # noqa: E402
-from app.imaging.preprocess import InputSpec  # noqa: E402
-from app.main import create_app  # noqa: E402
-from tests.conftest import wait_ready  # noqa: E402
-from tests.factories import encode  # noqa: E402
+from app.config import Settings
+from app.imaging.preprocess import InputSpec
+from app.main import create_app
+from tests.conftest import wait_ready
+from tests.factories import encode
 
 pytestmark = pytest.mark.train
 
@@ -46,9 +46,16 @@ def test_train_export_and_serve(arch: str, folds: int, tmp_path: Path) -> None:
 
     blob_dataset(tmp_path / "data")
     config = TrainConfig(arch=arch, image_size=32, epochs=1, batch_size=8, patience=1)
-    request = TrainRequest(data=tmp_path / "data", name=f"blob-{arch}", output=tmp_path / "models",
-                           config=config, spec=InputSpec(height=32, width=32), folds=folds,
-                           cache_dir=None, runs_dir=tmp_path / "runs")
+    request = TrainRequest(
+        data=tmp_path / "data",
+        name=f"blob-{arch}",
+        output=tmp_path / "models",
+        config=config,
+        spec=InputSpec(height=32, width=32),
+        folds=folds,
+        cache_dir=None,
+        runs_dir=tmp_path / "runs",
+    )
     folder = run(request)
     card = json.loads((folder / "metadata.json").read_text())
     assert card["evaluation"]["parity_max_abs_diff"] <= 1e-4
@@ -71,13 +78,36 @@ def test_train_export_and_serve(arch: str, folds: int, tmp_path: Path) -> None:
 def test_imagenet_offline_fails_cleanly(tmp_path: Path) -> None:
     """No network: one clear line, non-zero exit, nothing written."""
     (tmp_path / "data" / "a").mkdir(parents=True)
-    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"),
-           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    env = {
+        **os.environ,
+        "KERAS_HOME": str(tmp_path / "keras"),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
     result = subprocess.run(
-        [sys.executable, "-c", "from app.cli import main; main()", "train", "--data",
-         str(tmp_path / "data"), "--name", "x", "--arch", "resnet50", "--weights", "imagenet",
-         "--image-size", "32", "--output", str(tmp_path / "models")],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        [
+            sys.executable,
+            "-c",
+            "from app.cli import main; main()",
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--name",
+            "x",
+            "--arch",
+            "resnet50",
+            "--weights",
+            "imagenet",
+            "--image-size",
+            "32",
+            "--output",
+            str(tmp_path / "models"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
     )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -21,8 +21,14 @@ class WeightsUnavailable(RuntimeError):
     """ImageNet weights were asked for and cannot be had (offline, or a bad file)."""
 
 
-def build(arch: str, size: int, classes: int, weights: str = "none", head: str = "gap",
-          dropout: float = 0.3) -> keras.Model:
+def build(
+    arch: str,
+    size: int,
+    classes: int,
+    weights: str = "none",
+    head: str = "gap",
+    dropout: float = 0.3,
+) -> keras.Model:
     """A classifier returning logits; `weights` is 'imagenet', 'none' or a weights file."""
     inputs = keras.Input((size, size, 1), name="image")
     if arch == "compact":
@@ -39,22 +45,28 @@ def build(arch: str, size: int, classes: int, weights: str = "none", head: str =
 def compact_features(x: Any) -> Any:
     """A small residual CNN that trains from scratch on a 2-core CPU."""
     x = layers.Conv2D(24, 5, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = _norm("stem_norm")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     for index, filters in enumerate((32, 64, 128, 192)):
         x = _residual_block(x, filters, f"block{index + 1}")
     return x
 
 
+def _norm(name: str) -> layers.Layer:
+    """Group normalisation: per-image statistics, identical in training and inference, so
+    small batches and shifted test data do not meet stale running averages."""
+    return layers.GroupNormalization(groups=8, name=name)
+
+
 def _residual_block(x: Any, filters: int, name: str) -> Any:
     shortcut = layers.Conv2D(filters, 1, strides=2, use_bias=False, name=f"{name}_proj")(x)
-    y = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False,
-                      name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv1")(
+        x
+    )
+    y = _norm(f"{name}_norm1")(y)
     y = layers.Activation("relu", name=f"{name}_relu1")(y)
-    y = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False,
-                               name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = _norm(f"{name}_norm2")(y)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.Activation("relu", name=f"{name}_out")(y)
 
@@ -67,8 +79,7 @@ def _to_imagenet(x: Any) -> Any:
 
 
 def _backbone(arch: str, size: int, weights: str) -> keras.Model:
-    constructor = {"vgg19": keras.applications.VGG19,
-                   "resnet50": keras.applications.ResNet50}[arch]
+    constructor = {"vgg19": keras.applications.VGG19, "resnet50": keras.applications.ResNet50}[arch]
     source = None if weights == "none" else weights
     if source not in (None, "imagenet") and not Path(source).is_file():
         raise WeightsUnavailable(f"weights file {source} does not exist")

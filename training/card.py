@@ -10,8 +10,9 @@ from app.imaging.preprocess import InputSpec
 from app.inference.card import DicomSpec, ModelCard, OutputSpec
 from training.tasks import CT_WINDOWS, TASKS
 
-INTENDED_USE = ("Research use, not for diagnosis. Not a medical device; outputs must not guide "
-                "patient care.")
+INTENDED_USE = (
+    "Research use, not for diagnosis. Not a medical device; outputs must not guide patient care."
+)
 
 
 def framework_versions() -> dict[str, Any]:
@@ -23,16 +24,29 @@ def framework_versions() -> dict[str, Any]:
 
     from training.export import OPSET
 
-    return {"keras": keras.__version__, "tensorflow": tf.__version__,
-            "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "opset": OPSET,
-            "python": platform.python_version()}
+    return {
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": OPSET,
+        "python": platform.python_version(),
+    }
 
 
-def build_card(name: str, version: int, classes: list[str], spec: InputSpec,
-               sha256: str, temperature: float, architecture: dict[str, Any],
-               training: dict[str, Any], evaluation: dict[str, Any],
-               changelog: list[str]) -> ModelCard:
+def build_card(
+    name: str,
+    version: int,
+    classes: list[str],
+    spec: InputSpec,
+    sha256: str,
+    temperature: float,
+    architecture: dict[str, Any],
+    training: dict[str, Any],
+    evaluation: dict[str, Any],
+    changelog: list[str],
+) -> ModelCard:
     """A validated card; DICOM window defaults come from the task preset when known."""
     preset = TASKS.get(name)
     window = preset.dicom_window if preset else None

@@ -18,11 +18,15 @@ TRAIN_EXTRA = "pip install 'ctscan[train,cpu]'  (or: pip install -e '.[train,cpu
 
 def require_training_extra() -> None:
     """Exit with an install hint when TensorFlow / Keras / tf2onnx are missing."""
-    missing = [m for m in ("tensorflow", "keras", "tf2onnx", "sklearn", "matplotlib")
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("tensorflow", "keras", "tf2onnx", "sklearn", "matplotlib")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
-        typer.echo(f"error: training needs {', '.join(missing)}; install with {TRAIN_EXTRA}",
-                   err=True)
+        typer.echo(
+            f"error: training needs {', '.join(missing)}; install with {TRAIN_EXTRA}", err=True
+        )
         raise typer.Exit(2)
 
 
@@ -48,7 +52,7 @@ def train(
     max_folds: Annotated[int | None, typer.Option(help="Run only the first N folds")] = None,
     fine_tune_layers: Annotated[int, typer.Option(help="Backbone layers to fine-tune")] = 20,
     fine_tune_epochs: Annotated[int, typer.Option()] = 10,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience")] = 8,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience")] = 10,
     keep_aspect: Annotated[bool, typer.Option(help="Pad to square before resizing")] = False,
     intensity: Annotated[str, typer.Option(help="percentile | minmax | none")] = "percentile",
     label_map: Annotated[str | None, typer.Option(help="e.g. '1=hemorrhage,0=normal'")] = None,
@@ -65,24 +69,45 @@ def train(
     from training.train import TrainConfig
 
     if arch not in ARCHITECTURES or head not in HEADS:
-        typer.echo(f"error: --arch must be one of {ARCHITECTURES}, --head one of {HEADS}",
-                   err=True)
+        typer.echo(f"error: --arch must be one of {ARCHITECTURES}, --head one of {HEADS}", err=True)
         raise typer.Exit(2)
-    config = TrainConfig(arch=arch, weights=weights, head=head, image_size=image_size,
-                         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                         fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
-                         patience=patience, seed=seed)
+    config = TrainConfig(
+        arch=arch,
+        weights=weights,
+        head=head,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        fine_tune_layers=fine_tune_layers,
+        fine_tune_epochs=fine_tune_epochs,
+        patience=patience,
+        seed=seed,
+    )
     try:
         build(arch, image_size, 2, weights, head)  # fail fast, before anything is written
     except WeightsUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    spec = InputSpec(height=image_size, width=image_size, keep_aspect=keep_aspect,
-                     intensity=intensity,  # type: ignore[arg-type]
-                     in_graph=_in_graph(arch))
-    request = TrainRequest(data=data, name=name, output=output, config=config, spec=spec,
-                           folds=folds, max_folds=max_folds, cache_dir=cache_dir,
-                           label_map=parse_label_map(label_map), max_samples=max_samples)
+    spec = InputSpec(
+        height=image_size,
+        width=image_size,
+        keep_aspect=keep_aspect,
+        intensity=intensity,  # type: ignore[arg-type]
+        in_graph=_in_graph(arch),
+    )
+    request = TrainRequest(
+        data=data,
+        name=name,
+        output=output,
+        config=config,
+        spec=spec,
+        folds=folds,
+        max_folds=max_folds,
+        cache_dir=cache_dir,
+        label_map=parse_label_map(label_map),
+        max_samples=max_samples,
+    )
     folder = run(request)
     typer.echo(f"wrote {folder}")
 
@@ -95,8 +120,9 @@ def _in_graph(arch: str) -> list[str]:
 
 
 def evaluate(
-    model_dir: Annotated[Path, typer.Option(exists=True, file_okay=False,
-                                            help="models/<name>/<version>")],
+    model_dir: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="models/<name>/<version>")
+    ],
     data: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Labelled images")],
     label_map: Annotated[str | None, typer.Option(help="e.g. '1=hemorrhage,0=normal'")] = None,
     output: Annotated[Path | None, typer.Option(help="Write metrics.json here")] = None,
@@ -114,8 +140,9 @@ def evaluate(
 
 
 def export(
-    keras_file: Annotated[Path, typer.Option(exists=True, dir_okay=False,
-                                             help="A saved .keras logits model")],
+    keras_file: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="A saved .keras logits model")
+    ],
     output: Annotated[Path, typer.Option(help="Where to write model.onnx")],
     temperature: Annotated[float, typer.Option(help="Calibration temperature")] = 1.0,
 ) -> None:

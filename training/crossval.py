@@ -31,26 +31,50 @@ class CrossValidation:
     notes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, groups: np.ndarray, classes: list[str],
-                   config: TrainConfig, folds: int, work_dir: Path,
-                   max_folds: int | None = None) -> CrossValidation:
+def cross_validate(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    classes: list[str],
+    config: TrainConfig,
+    folds: int,
+    work_dir: Path,
+    max_folds: int | None = None,
+) -> CrossValidation:
     """Train one model per fold (all folds, or the first `max_folds`) and predict its held-out
     part; samples of unrun folds keep NaN logits."""
     started = time.perf_counter()
-    result = CrossValidation(np.full((len(y), len(classes)), np.nan, dtype=np.float64),
-                             np.full(len(y), -1))
+    result = CrossValidation(
+        np.full((len(y), len(classes)), np.nan, dtype=np.float64), np.full(len(y), -1)
+    )
     splits = grouped_folds(y, groups, folds, config.seed)[: max_folds or folds]
     for index, (train_idx, val_idx) in enumerate(splits):
-        log.info("fold %d/%d: %d train, %d validation", index + 1, len(splits),
-                 len(train_idx), len(val_idx))
-        fitted = fit(x[train_idx], y[train_idx], len(classes), config,
-                     (x[val_idx], y[val_idx]), work_dir / f"fold{index + 1}")
+        log.info(
+            "fold %d/%d: %d train, %d validation",
+            index + 1,
+            len(splits),
+            len(train_idx),
+            len(val_idx),
+        )
+        fitted = fit(
+            x[train_idx],
+            y[train_idx],
+            len(classes),
+            config,
+            (x[val_idx], y[val_idx]),
+            work_dir / f"fold{index + 1}",
+        )
         logits = fitted.model.predict(x[val_idx], batch_size=64, verbose=0)
         result.logits[val_idx], result.fold_of[val_idx] = logits, index
         metrics = classification_metrics(y[val_idx], softmax(logits, axis=1), classes)
         metrics["seconds"], metrics["best_epoch"] = fitted.seconds, fitted.best_epoch
-        log.info("fold %d accuracy %.3f macro F1 %.3f (%.0fs)", index + 1,
-                 metrics["accuracy"], metrics["macro_f1"], fitted.seconds)
+        log.info(
+            "fold %d accuracy %.3f macro F1 %.3f (%.0fs)",
+            index + 1,
+            metrics["accuracy"],
+            metrics["macro_f1"],
+            fitted.seconds,
+        )
         result.per_fold.append(metrics)
         result.histories.append(fitted.history)
         result.best_epochs.append(fitted.best_epoch)

@@ -49,8 +49,9 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def discover(root: Path, label_map: dict[str, str] | None = None,
-             label_column: str | None = None) -> list[Sample]:
+def discover(
+    root: Path, label_map: dict[str, str] | None = None, label_column: str | None = None
+) -> list[Sample]:
     """Every labelled image under `root`: class folders (any depth), or images + one CSV."""
     csvs = sorted(root.glob("*.csv"))
     if csvs:
@@ -65,10 +66,14 @@ def discover(root: Path, label_map: dict[str, str] | None = None,
     return samples
 
 
-def _from_csv(root: Path, table: Path, label_map: dict[str, str],
-              label_column: str | None) -> list[Sample]:
-    images = {_id_key(p.stem): p for p in root.rglob("*")
-              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+def _from_csv(
+    root: Path, table: Path, label_map: dict[str, str], label_column: str | None
+) -> list[Sample]:
+    images = {
+        _id_key(p.stem): p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
     samples = []
     with table.open(newline="") as handle:
         reader = csv.DictReader(handle)
@@ -109,8 +114,14 @@ def clean(samples: list[Sample], root: Path) -> tuple[list[Sample], DatasetRepor
     for sample in kept:
         counts[sample.label] += 1
     listing = "\n".join(f"{s.sha256} {s.label}" for s in kept)
-    report = DatasetReport(len(samples), duplicates, conflicts, len(kept), dict(sorted(counts.items())),
-                           hashlib.sha256(listing.encode()).hexdigest())
+    report = DatasetReport(
+        len(samples),
+        duplicates,
+        conflicts,
+        len(kept),
+        dict(sorted(counts.items())),
+        hashlib.sha256(listing.encode()).hexdigest(),
+    )
     return kept, report
 
 
@@ -142,8 +153,9 @@ def fingerprint(images: np.ndarray, side: int = 16) -> np.ndarray:
     return small > np.median(small, axis=1, keepdims=True)
 
 
-def grouped_folds(labels: np.ndarray, groups: np.ndarray, folds: int,
-                  seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_folds(
+    labels: np.ndarray, groups: np.ndarray, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k folds in which every group stays in one fold."""
     from sklearn.model_selection import StratifiedGroupKFold
 

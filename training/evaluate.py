@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15)
     correct = probs.argmax(axis=1) == y
     edges = np.linspace(0.0, 1.0, bins + 1)
     total = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
+    for low, high in itertools.pairwise(edges):
         in_bin = (confidence > low) & (confidence <= high)
         if in_bin.any():
             total += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
@@ -31,6 +32,7 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15)
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The temperature minimising the negative log-likelihood of `y` (bounded to [0.05, 20])."""
+
     def nll(temperature: float) -> float:
         return float(-log_softmax(logits / temperature, axis=1)[np.arange(len(y)), y].mean())
 
@@ -43,17 +45,24 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str])
     predicted = probs.argmax(axis=1)
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
-        y, predicted, labels=labels, zero_division=0)
+        y, predicted, labels=labels, zero_division=0
+    )
     return {
         "accuracy": float(accuracy_score(y, predicted)),
         "macro_f1": float(f1_score(y, predicted, average="macro", labels=labels, zero_division=0)),
-        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
-                          "f1": float(f1[i]), "support": int(support[i])}
-                      for i, c in enumerate(classes)},
+        "per_class": {
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, c in enumerate(classes)
+        },
         "confusion_matrix": confusion_matrix(y, predicted, labels=labels).tolist(),
         "roc_auc": roc_auc(y, probs, classes),
         "ece": expected_calibration_error(y, probs),
-        "n": int(len(y)),
+        "n": len(y),
     }
 
 
@@ -62,16 +71,22 @@ def roc_auc(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, f
     scores: dict[str, float | None] = {}
     for i, name in enumerate(classes):
         positives = y == i
-        scores[name] = float(roc_auc_score(positives, probs[:, i])) if 0 < positives.sum() < len(
-            y) else None
+        scores[name] = (
+            float(roc_auc_score(positives, probs[:, i])) if 0 < positives.sum() < len(y) else None
+        )
     return scores
 
 
 def fold_summary(per_fold: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
     """Mean and standard deviation across folds of accuracy, macro F1 and per-class recall."""
+
     def spread(values: list[float]) -> dict[str, float]:
-        return {"mean": float(np.mean(values)), "std": float(np.std(values)),
-                "min": float(np.min(values)), "max": float(np.max(values))}
+        return {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "min": float(np.min(values)),
+            "max": float(np.max(values)),
+        }
 
     return {
         "folds": len(per_fold),

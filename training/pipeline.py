@@ -59,9 +59,14 @@ def run(request: TrainRequest) -> Path:
 
 def _run_into(request: TrainRequest, version: int, staging: Path, started: float) -> Path:
     preset = TASKS.get(request.name)
-    samples, report = clean(discover(request.data, request.label_map or (
-        preset.label_map if preset else None), preset.label_column if preset else None),
-        request.data)
+    samples, report = clean(
+        discover(
+            request.data,
+            request.label_map or (preset.label_map if preset else None),
+            preset.label_column if preset else None,
+        ),
+        request.data,
+    )
     if request.max_samples:
         samples = samples[:: max(1, len(samples) // request.max_samples)]
     classes = list(preset.classes) if preset else sorted({s.label for s in samples})
@@ -72,8 +77,13 @@ def _run_into(request: TrainRequest, version: int, staging: Path, started: float
     y = np.array([classes.index(s.label) for s in samples])
     groups = near_duplicate_groups(fingerprint(x))
     work = staging / "work"
-    cv = cross_validate(x, y, groups, classes, request.config, request.folds, work,
-                        request.max_folds) if request.folds >= 2 else None
+    cv = (
+        cross_validate(
+            x, y, groups, classes, request.config, request.folds, work, request.max_folds
+        )
+        if request.folds >= 2
+        else None
+    )
     metrics, temperature = _cv_metrics(cv, y, classes, report.__dict__)
     final_epochs = int(np.median(cv.best_epochs)) if cv else request.config.epochs
     final = fit(x, y, len(classes), request.config, None, work / "final", epochs=final_epochs)
@@ -81,16 +91,36 @@ def _run_into(request: TrainRequest, version: int, staging: Path, started: float
     onnx_path = staging / "model.onnx"
     metrics["parity_max_abs_diff"] = export_onnx(served, onnx_path, x[:16])
     metrics["latency_ms_batch1_cpu"] = onnx_latency_ms(onnx_path, x[:1])
-    metrics["seconds"] = {"cross_validation": cv.seconds if cv else 0.0,
-                          "final_fit": final.seconds, "total": time.perf_counter() - started}
+    metrics["seconds"] = {
+        "cross_validation": cv.seconds if cv else 0.0,
+        "final_fit": final.seconds,
+        "total": time.perf_counter() - started,
+    }
     metrics["final_epochs"] = final_epochs
     probs = _oof_probs(cv, temperature)
-    write_report(staging / "report", request.name, classes, x, y, probs[0], probs[1],
-                 cv.histories if cv else [final.history], metrics)
-    card = build_card(request.name, version, classes, request.spec, sha256_file(onnx_path),
-                      temperature, _architecture(request.config, served),
-                      _training(request, report.__dict__, final_epochs, final.notes),
-                      _evaluation(metrics), [f"v{version}: trained by `ctscan train`"])
+    write_report(
+        staging / "report",
+        request.name,
+        classes,
+        x,
+        y,
+        probs[0],
+        probs[1],
+        cv.histories if cv else [final.history],
+        metrics,
+    )
+    card = build_card(
+        request.name,
+        version,
+        classes,
+        request.spec,
+        sha256_file(onnx_path),
+        temperature,
+        _architecture(request.config, served),
+        _training(request, report.__dict__, final_epochs, final.notes),
+        _evaluation(metrics),
+        [f"v{version}: trained by `ctscan train`"],
+    )
     (staging / "metadata.json").write_text(card.model_dump_json(indent=2))
     keep = request.runs_dir / request.name / str(version)
     keep.mkdir(parents=True, exist_ok=True)
@@ -102,8 +132,9 @@ def _run_into(request: TrainRequest, version: int, staging: Path, started: float
     return folder
 
 
-def _cv_metrics(cv: CrossValidation | None, y: np.ndarray, classes: list[str],
-                data: dict[str, Any]) -> tuple[dict[str, Any], float]:
+def _cv_metrics(
+    cv: CrossValidation | None, y: np.ndarray, classes: list[str], data: dict[str, Any]
+) -> tuple[dict[str, Any], float]:
     metrics: dict[str, Any] = {"data": data}
     if cv is None:
         return metrics, 1.0
@@ -112,7 +143,8 @@ def _cv_metrics(cv: CrossValidation | None, y: np.ndarray, classes: list[str],
     metrics["cross_validation"] = fold_summary(cv.per_fold, classes)
     metrics["per_fold"] = cv.per_fold
     metrics["out_of_fold"] = classification_metrics(
-        y[seen], softmax(cv.logits[seen] / calibration["temperature"], axis=1), classes)
+        y[seen], softmax(cv.logits[seen] / calibration["temperature"], axis=1), classes
+    )
     metrics["calibration"] = calibration
     metrics["stage_notes"] = cv.notes
     return metrics, calibration["temperature"]
@@ -126,23 +158,42 @@ def _oof_probs(cv: CrossValidation | None, temperature: float) -> tuple[np.ndarr
 
 
 def _architecture(config: TrainConfig, served: Any) -> dict[str, Any]:
-    return {"name": config.arch, "head": config.head, "weights_init": config.weights,
-            "parameters": int(served.count_params())}
+    return {
+        "name": config.arch,
+        "head": config.head,
+        "weights_init": config.weights,
+        "parameters": int(served.count_params()),
+    }
 
 
-def _training(request: TrainRequest, data: dict[str, Any], epochs: int,
-              notes: dict[str, Any]) -> dict[str, Any]:
-    return {"dataset": str(request.data), "counts": data["counts"],
-            "file_list_sha256": data["file_list_sha256"], "config": request.config.as_dict(),
-            "final_fit_epochs": epochs, "folds": request.folds, "notes": notes}
+def _training(
+    request: TrainRequest, data: dict[str, Any], epochs: int, notes: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "dataset": str(request.data),
+        "counts": data["counts"],
+        "file_list_sha256": data["file_list_sha256"],
+        "config": request.config.as_dict(),
+        "final_fit_epochs": epochs,
+        "folds": request.folds,
+        "notes": notes,
+    }
 
 
 def _evaluation(metrics: dict[str, Any]) -> dict[str, Any]:
-    keep = ("cross_validation", "calibration", "out_of_fold", "parity_max_abs_diff",
-            "latency_ms_batch1_cpu", "seconds")
+    keep = (
+        "cross_validation",
+        "calibration",
+        "out_of_fold",
+        "parity_max_abs_diff",
+        "latency_ms_batch1_cpu",
+        "seconds",
+    )
     summary = {k: metrics[k] for k in keep if k in metrics}
-    summary["protocol"] = ("grouped stratified k-fold on deduplicated data; exact duplicates "
-                           "merged, label conflicts dropped, near-duplicates kept in one fold")
+    summary["protocol"] = (
+        "grouped stratified k-fold on deduplicated data; exact duplicates "
+        "merged, label conflicts dropped, near-duplicates kept in one fold"
+    )
     return summary
 
 
@@ -150,4 +201,3 @@ def next_version(model_dir: Path) -> int:
     """One more than the highest integer version folder (1 when none)."""
     versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
-

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
 
 
 def _save(fig: plt.Figure, path: Path) -> str:
@@ -24,10 +24,21 @@ def confusion(matrix: list[list[int]], classes: list[str], path: Path) -> str:
     values = np.asarray(matrix)
     ax.imshow(values, cmap="Blues")
     for (i, j), count in np.ndenumerate(values):
-        ax.text(j, i, str(count), ha="center", va="center",
-                color="white" if count > values.max() / 2 else "black")
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted",
-           ylabel="true", title="Out-of-fold confusion matrix")
+        ax.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > values.max() / 2 else "black",
+        )
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xlabel="predicted",
+        ylabel="true",
+        title="Out-of-fold confusion matrix",
+    )
     ax.set_xticklabels(classes, rotation=30, ha="right")
     ax.set_yticklabels(classes)
     return _save(fig, path)
@@ -45,15 +56,19 @@ def roc_curves(y: np.ndarray, probs: np.ndarray, classes: list[str], path: Path)
     return _save(fig, path)
 
 
-def reliability(y: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path,
-                bins: int = 10) -> str:
+def reliability(
+    y: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path, bins: int = 10
+) -> str:
     fig, ax = plt.subplots(figsize=(5, 4.5))
     edges = np.linspace(0, 1, bins + 1)
     for probs, label in ((before, "before temperature"), (after, "after temperature")):
         confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == y
         index = np.clip(np.digitize(confidence, edges) - 1, 0, bins - 1)
-        points = [(confidence[index == b].mean(), correct[index == b].mean())
-                  for b in range(bins) if (index == b).any()]
+        points = [
+            (confidence[index == b].mean(), correct[index == b].mean())
+            for b in range(bins)
+            if (index == b).any()
+        ]
         ax.plot(*zip(*points, strict=True), "o-", label=label)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability (out of fold)")
@@ -74,8 +89,14 @@ def learning_curves(histories: list[dict[str, list[float]]], path: Path) -> str:
     return _save(fig, path)
 
 
-def sample_grid(images: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str],
-                path: Path, count: int = 16) -> str:
+def sample_grid(
+    images: np.ndarray,
+    y: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    path: Path,
+    count: int = 16,
+) -> str:
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
     cols = 4
@@ -86,6 +107,9 @@ def sample_grid(images: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: l
     for ax, i in zip(np.ravel(axes), chosen, strict=False):
         guess = int(probs[i].argmax())
         ax.imshow(images[i, :, :, 0], cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"true {classes[y[i]]}\npred {classes[guess]} {probs[i, guess]:.2f}",
-                     fontsize=7, color="green" if guess == y[i] else "red")
+        ax.set_title(
+            f"true {classes[y[i]]}\npred {classes[guess]} {probs[i, guess]:.2f}",
+            fontsize=7,
+            color="green" if guess == y[i] else "red",
+        )
     return _save(fig, path)

@@ -32,12 +32,19 @@ class TrainConfig:
     fine_tune_layers: int = 20
     fine_tune_epochs: int = 10
     fine_tune_learning_rate: float = 1e-5
-    patience: int = 8
+    patience: int = 10
     dropout: float = 0.3
     label_smoothing: float = 0.05
     seed: int = 42
-    augment: dict[str, float] = field(default_factory=lambda: {
-        "rotation": 0.05, "zoom": 0.2, "translation": 0.08, "contrast": 0.3, "brightness": 0.15})
+    augment: dict[str, float] = field(
+        default_factory=lambda: {
+            "rotation": 0.05,
+            "zoom": 0.2,
+            "translation": 0.08,
+            "contrast": 0.3,
+            "brightness": 0.15,
+        }
+    )
 
     @property
     def pretrained(self) -> bool:
@@ -59,15 +66,19 @@ class FitResult:
 def augmenter(config: TrainConfig) -> keras.Sequential:
     """Training-only augmentation covering scale, crop, pose, contrast and window changes."""
     a, seed = config.augment, config.seed
-    return keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomRotation(a["rotation"], fill_mode="constant", seed=seed),
-        layers.RandomZoom(a["zoom"], fill_mode="constant", seed=seed),
-        layers.RandomTranslation(a["translation"], a["translation"], fill_mode="constant",
-                                 seed=seed),
-        layers.RandomContrast(a["contrast"], seed=seed),
-        layers.RandomBrightness(a["brightness"], value_range=(0.0, 1.0), seed=seed),
-    ], name="augment")
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(a["rotation"], fill_mode="constant", seed=seed),
+            layers.RandomZoom(a["zoom"], fill_mode="constant", seed=seed),
+            layers.RandomTranslation(
+                a["translation"], a["translation"], fill_mode="constant", seed=seed
+            ),
+            layers.RandomContrast(a["contrast"], seed=seed),
+            layers.RandomBrightness(a["brightness"], value_range=(0.0, 1.0), seed=seed),
+        ],
+        name="augment",
+    )
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, config: TrainConfig, train: bool) -> tf.data.Dataset:
@@ -77,8 +88,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray, config: TrainConfig, train: bool)
     data = data.batch(config.batch_size)
     if train:
         augment = augmenter(config)
-        data = data.map(lambda a, b: (tf.clip_by_value(augment(a, training=True), 0.0, 1.0), b),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(
+            lambda a, b: (tf.clip_by_value(augment(a, training=True), 0.0, 1.0), b),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return data.prefetch(tf.data.AUTOTUNE)
 
 
@@ -88,22 +101,34 @@ def class_weights(y: np.ndarray, classes: int) -> dict[int, float]:
     return {i: float(len(y) / (classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def compile_model(model: keras.Model, learning_rate: float, config: TrainConfig,
-                  classes: int) -> None:
-    loss = keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                label_smoothing=config.label_smoothing)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+def compile_model(
+    model: keras.Model, learning_rate: float, config: TrainConfig, classes: int
+) -> None:
+    loss = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
 
 
-def fit(x: np.ndarray, y: np.ndarray, classes: int, config: TrainConfig,
-        validation: tuple[np.ndarray, np.ndarray] | None, work_dir: Path,
-        epochs: int | None = None) -> FitResult:
+def fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: int,
+    config: TrainConfig,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    work_dir: Path,
+    epochs: int | None = None,
+) -> FitResult:
     """Train one model; with `validation`, early stopping picks the best epoch."""
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
-    model = build(config.arch, config.image_size, classes, config.weights, config.head,
-                  config.dropout)
+    model = build(
+        config.arch, config.image_size, classes, config.weights, config.head, config.dropout
+    )
     notes: dict[str, Any] = {}
     if config.pretrained:
         notes["feature_cache"] = train_head_on_cached_features(model, x, y, classes, config)
@@ -114,33 +139,51 @@ def fit(x: np.ndarray, y: np.ndarray, classes: int, config: TrainConfig,
     compile_model(model, rate, config, classes)
     history = model.fit(
         make_dataset(x, _one_hot(y, classes), config, train=True),
-        validation_data=None if validation is None else make_dataset(
-            validation[0], _one_hot(validation[1], classes), config, train=False),
-        epochs=stage_epochs, class_weight=class_weights(y, classes),
-        callbacks=callbacks(work_dir, config, validation is not None), verbose=2, shuffle=False,
+        validation_data=None
+        if validation is None
+        else make_dataset(validation[0], _one_hot(validation[1], classes), config, train=False),
+        epochs=stage_epochs,
+        class_weight=class_weights(y, classes),
+        callbacks=callbacks(work_dir, config, validation is not None),
+        verbose=2,
+        shuffle=False,
     ).history
     best = _best_epoch(history)
     return FitResult(model, history, time.perf_counter() - started, best, notes)
 
 
-def callbacks(work_dir: Path, config: TrainConfig, validate: bool) -> list[keras.callbacks.Callback]:
+def callbacks(
+    work_dir: Path, config: TrainConfig, validate: bool
+) -> list[keras.callbacks.Callback]:
     monitor = "val_loss" if validate else "loss"
     work_dir.mkdir(parents=True, exist_ok=True)
     found = [
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
-                                          patience=max(2, config.patience // 2), min_lr=1e-6),
-        keras.callbacks.ModelCheckpoint(str(work_dir / "best.weights.h5"), monitor=monitor,
-                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=0.5, patience=max(2, config.patience // 2), min_lr=1e-6
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(work_dir / "best.weights.h5"),
+            monitor=monitor,
+            save_best_only=True,
+            save_weights_only=True,
+        ),
         keras.callbacks.CSVLogger(str(work_dir / "history.csv")),
     ]
     if validate:
-        found.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
-                                                   restore_best_weights=True))
+        found.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                patience=config.patience,
+                restore_best_weights=True,
+                start_from_epoch=config.epochs // 4,
+            )
+        )
     return found
 
 
-def train_head_on_cached_features(model: keras.Model, x: np.ndarray, y: np.ndarray,
-                                  classes: int, config: TrainConfig) -> dict[str, float]:
+def train_head_on_cached_features(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, classes: int, config: TrainConfig
+) -> dict[str, float]:
     """Stage 1: the frozen backbone's features are computed once, then the head trains on them.
 
     Returns the measured seconds per epoch both ways (through the frozen base vs cached)."""
@@ -148,8 +191,7 @@ def train_head_on_cached_features(model: keras.Model, x: np.ndarray, y: np.ndarr
     assert base is not None
     base.trainable = False
     extractor = keras.Model(model.input, base.output)
-    head = keras.Sequential([keras.Input(base.output.shape[1:]),
-                             *_head_layers(model)], name="head")
+    head = keras.Sequential([keras.Input(base.output.shape[1:]), *_head_layers(model)], name="head")
     labels = _one_hot(y, classes)
     compile_model(model, config.learning_rate, config, classes)
     started = time.perf_counter()
@@ -160,14 +202,26 @@ def train_head_on_cached_features(model: keras.Model, x: np.ndarray, y: np.ndarr
     extract_seconds = time.perf_counter() - started
     compile_model(head, config.learning_rate, config, classes)
     started = time.perf_counter()
-    head.fit(features, labels, batch_size=config.batch_size, epochs=config.epochs,
-             class_weight=class_weights(y, classes), verbose=0)
+    head.fit(
+        features,
+        labels,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        class_weight=class_weights(y, classes),
+        verbose=0,
+    )
     cached_epoch = (time.perf_counter() - started) / config.epochs
-    log.info("frozen base: %.2fs/epoch through the base, %.3fs/epoch on cached features",
-             through_base_epoch, cached_epoch)
-    return {"through_base_epoch_seconds": through_base_epoch,
-            "extract_seconds_once": extract_seconds, "cached_epoch_seconds": cached_epoch,
-            "speedup_per_epoch": through_base_epoch / max(cached_epoch, 1e-9)}
+    log.info(
+        "frozen base: %.2fs/epoch through the base, %.3fs/epoch on cached features",
+        through_base_epoch,
+        cached_epoch,
+    )
+    return {
+        "through_base_epoch_seconds": through_base_epoch,
+        "extract_seconds_once": extract_seconds,
+        "cached_epoch_seconds": cached_epoch,
+        "speedup_per_epoch": through_base_epoch / max(cached_epoch, 1e-9),
+    }
 
 
 def _head_layers(model: keras.Model) -> list[keras.layers.Layer]:

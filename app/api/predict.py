@@ -32,9 +32,7 @@ async def _predict(
 ) -> dict[str, Any]:
     model = store.get(name, version)
     data = await read_upload(file, settings.max_upload_bytes)
-    result: dict[str, Any] = await runner.run(
-        predict_bytes, model, data, settings.max_image_pixels
-    )
+    result: dict[str, Any] = await runner.run(predict_bytes, model, data, settings.max_image_pixels)
     return result
 
 

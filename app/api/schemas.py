@@ -73,6 +73,4 @@ class Problem(BaseModel):
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error codes."""
-    return {
-        code: {"model": Problem, "content": {"application/problem+json": {}}} for code in codes
-    }
+    return {code: {"model": Problem, "content": {"application/problem+json": {}}} for code in codes}

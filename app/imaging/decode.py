@@ -13,6 +13,8 @@ from PIL import Image, ImageOps
 from app.errors import InvalidImage
 from app.imaging.formats import sniff_format
 
+__all__ = ["DecodedImage", "decode_image", "sniff_format"]
+
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError)
 
 
@@ -34,13 +36,18 @@ class DecodedImage:
         return int(self.pixels.shape[1])
 
 
-def decode_image(data: bytes, max_pixels: int = 64_000_000) -> DecodedImage:
-    """Decode PNG/JPEG/TIFF/BMP/WebP bytes to grey float32 in [0, 1]; raise domain errors."""
+def decode_image(
+    data: bytes, max_pixels: int = 64_000_000, window: tuple[float, float] | None = None
+) -> DecodedImage:
+    """Decode image or DICOM bytes to grey float32 in [0, 1]; raise domain errors.
+
+    `window` (center, width) applies to DICOM only."""
     kind = sniff_format(data)
     if kind == "DICOM":
         from app.imaging.dicom import decode_dicom
 
-        return decode_dicom(data)
+        decoded: DecodedImage = decode_dicom(data, window)
+        return decoded
     if kind == "PNG" and b"IEND" not in data[-64:]:
         raise InvalidImage("the PNG file is truncated (no IEND chunk)")
     image = _open(data, kind, max_pixels)
@@ -59,8 +66,9 @@ def _open(data: bytes, kind: str, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_size(image, max_pixels)
-            if getattr(image, "n_frames", 1) > 1:
-                raise InvalidImage(f"the {kind} file holds {image.n_frames} frames; send one")
+            frames = int(getattr(image, "n_frames", 1))
+            if frames > 1:
+                raise InvalidImage(f"the {kind} file holds {frames} frames; send one")
             image.load()
             return ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

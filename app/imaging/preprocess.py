@@ -71,11 +71,11 @@ def _resize(grey: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 def _stretch(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     if spec.intensity == "none":
-        return np.clip(pixels, 0.0, 1.0)
+        return np.asarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)
     if spec.intensity == "minmax":
         low, high = float(pixels.min()), float(pixels.max())
     else:
         low, high = (float(v) for v in np.percentile(pixels, spec.percentiles))
     if high - low < 1e-6:
         return np.zeros_like(pixels)
-    return np.clip((pixels - low) / (high - low), 0.0, 1.0)
+    return np.asarray(np.clip((pixels - low) / (high - low), 0.0, 1.0), dtype=np.float32)

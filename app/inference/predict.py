@@ -14,8 +14,16 @@ from app.inference.store import LoadedModel
 
 def predict_bytes(model: LoadedModel, data: bytes, max_pixels: int) -> dict[str, Any]:
     """Decode one upload and classify it with `model`; raise domain errors on bad input."""
-    decoded = decode_image(data, max_pixels=max_pixels)
+    decoded = decode_image(data, max_pixels=max_pixels, window=default_window(model))
     return predict_pixels(model, decoded)
+
+
+def default_window(model: LoadedModel) -> tuple[float, float] | None:
+    """The model card's default DICOM window (center, width), if it names one."""
+    dicom = model.card.dicom
+    if dicom is None or dicom.default_window is None:
+        return None
+    return dicom.presets.get(dicom.default_window)
 
 
 def predict_pixels(model: LoadedModel, decoded: DecodedImage) -> dict[str, Any]:
@@ -47,4 +55,4 @@ def normalise(probabilities: np.ndarray) -> np.ndarray:
     total = clipped.sum()
     if not np.isfinite(total) or total <= 0:
         raise InferenceFailed("the model returned no valid probabilities for this image")
-    return clipped / total
+    return np.asarray(clipped / total, dtype=np.float64)

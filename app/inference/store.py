@@ -92,8 +92,11 @@ class ModelStore:
 
     def readiness(self) -> dict[str, Any]:
         """Readiness state: loaded models with their provider, and failures with reasons."""
-        served = {m.key: {"provider": m.provider, "load_seconds": round(m.load_seconds, 3)}
-                  for versions in self.models.values() for m in versions.values()}
+        served = {
+            m.key: {"provider": m.provider, "load_seconds": round(m.load_seconds, 3)}
+            for versions in self.models.values()
+            for m in versions.values()
+        }
         ready = self.loaded.is_set() and bool(served)
         if self.settings.require_all_models and self.failures:
             ready = False

@@ -1,0 +1,85 @@
+"""DICOM slices → grey [0, 1]: modality LUT to Hounsfield units, then a window."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from app.errors import InvalidImage, UnsupportedMediaType
+from app.imaging.decode import DecodedImage
+
+Window = tuple[float, float]  # (center, width)
+GREY_INTERPRETATIONS = ("MONOCHROME1", "MONOCHROME2")
+
+
+def decode_dicom(data: bytes, window: Window | None = None) -> DecodedImage:
+    """One DICOM frame, windowed by `window`, else the file's own VOI window, else its range."""
+    dataset = _read(data)
+    interpretation = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
+    if interpretation not in GREY_INTERPRETATIONS:
+        raise InvalidImage(f"photometric interpretation {interpretation} is not supported")
+    hounsfield = _modality_values(dataset)
+    chosen, label = _choose_window(dataset, hounsfield, window)
+    grey = apply_window(hounsfield, chosen)
+    if interpretation == "MONOCHROME1":
+        grey = 1.0 - grey
+    return DecodedImage(pixels=grey, format="DICOM", mode=interpretation, window=label)
+
+
+def _read(data: bytes) -> Any:
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError as exc:
+        raise UnsupportedMediaType("DICOM support is not installed (extra 'dicom')") from exc
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise InvalidImage(f"the DICOM file cannot be parsed ({exc})") from exc
+    if "PixelData" not in dataset:
+        raise InvalidImage("the DICOM file has no pixel data")
+    if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+        raise InvalidImage("multi-frame DICOM is not supported; send one frame")
+    return dataset
+
+
+def _modality_values(dataset: Any) -> np.ndarray:
+    """Stored values → modality units (Hounsfield for CT) via RescaleSlope / Intercept."""
+    try:
+        stored = np.asarray(dataset.pixel_array, dtype=np.float64)
+    except Exception as exc:  # pydicom raises many types for bad or undecodable pixel data
+        raise InvalidImage(f"the DICOM pixel data cannot be decoded ({exc})") from exc
+    if stored.ndim != 2 or stored.size == 0:
+        raise InvalidImage(f"the DICOM pixel data has shape {stored.shape}, expected one slice")
+    slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
+    return stored * slope + intercept
+
+
+def _choose_window(dataset: Any, values: np.ndarray, window: Window | None) -> tuple[Window, str]:
+    if window is not None:
+        return window, f"center {window[0]:g}, width {window[1]:g}"
+    center, width = getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)
+    if center is not None and width is not None:
+        chosen = (_first(center), _first(width))
+        return chosen, f"file window: center {chosen[0]:g}, width {chosen[1]:g}"
+    low, high = float(values.min()), float(values.max())
+    return ((low + high) / 2, max(high - low, 1.0)), "full range"
+
+
+def _first(value: Any) -> float:
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """Linear window (center, width) → [0, 1], clipped outside."""
+    center, width = window
+    if width <= 0:
+        raise InvalidImage(f"window width must be positive, got {width}")
+    low = center - width / 2
+    return np.clip((values - low) / width, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,77 @@
+"""DICOM: Hounsfield and window arithmetic, MONOCHROME1, refusals, pydicom's real files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pydicom")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from pydicom.data import get_testdata_file  # noqa: E402
+
+from app.errors import InvalidImage  # noqa: E402
+from app.imaging.decode import decode_image  # noqa: E402
+from app.imaging.dicom import apply_window  # noqa: E402
+from tests.factories import dicom_bytes  # noqa: E402
+
+STORED = np.array([[0, 1024, 1064], [2024, 424, 3000]], dtype=np.uint16)
+
+
+def test_hounsfield_and_window_are_exact() -> None:
+    # HU = stored * 1 - 1024 → [[-1024, 0, 40], [1000, -600, 1976]]; brain window 40/80
+    decoded = decode_image(dicom_bytes(STORED), window=(40.0, 80.0))
+    expected = np.clip((np.array([[-1024, 0, 40], [1000, -600, 1976]]) - 0) / 80, 0, 1)
+    np.testing.assert_allclose(decoded.pixels, expected, atol=1e-6)
+    assert decoded.format == "DICOM" and decoded.window == "center 40, width 80"
+
+
+def test_slope_is_applied() -> None:
+    decoded = decode_image(dicom_bytes(STORED, slope=0.5, intercept=-100), window=(400, 800))
+    hounsfield = STORED * 0.5 - 100
+    np.testing.assert_allclose(decoded.pixels, np.clip((hounsfield - 0) / 800, 0, 1), atol=1e-6)
+
+
+def test_file_window_then_full_range() -> None:
+    with_window = decode_image(dicom_bytes(STORED, window=(0.0, 2000.0)))
+    assert with_window.window == "file window: center 0, width 2000"
+    full = decode_image(dicom_bytes(STORED))
+    assert full.window == "full range" and full.pixels.min() == 0 and full.pixels.max() == 1
+
+
+def test_monochrome1_is_inverted() -> None:
+    normal = decode_image(dicom_bytes(STORED), window=(0, 2000)).pixels
+    inverted = decode_image(dicom_bytes(STORED, interpretation="MONOCHROME1"), window=(0, 2000))
+    np.testing.assert_allclose(inverted.pixels, 1 - normal, atol=1e-6)
+
+
+def test_refusals() -> None:
+    with pytest.raises(InvalidImage, match="no pixel data"):
+        decode_image(dicom_bytes(STORED, pixel_data=False))
+    with pytest.raises(InvalidImage, match="multi-frame"):
+        decode_image(dicom_bytes(np.stack([STORED, STORED]), frames=2))
+    with pytest.raises(InvalidImage, match="width"):
+        apply_window(np.zeros((2, 2)), (0.0, 0.0))
+    data = dicom_bytes(STORED)
+    with pytest.raises(InvalidImage):
+        decode_image(data[: len(data) - 5])
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm"])
+def test_pydicom_real_files(name: str) -> None:
+    path = get_testdata_file(name)
+    assert path is not None
+    with open(path, "rb") as handle:
+        decoded = decode_image(handle.read())
+    assert decoded.pixels.ndim == 2 and 0 <= decoded.pixels.min() < decoded.pixels.max() <= 1
+
+
+def test_dicom_through_the_api(client: TestClient) -> None:
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    with open(path, "rb") as handle:
+        response = client.post("/predict", files={"file": ("slice", handle.read())})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["input"]["format"] == "DICOM" and body["input"]["window"]
+    assert "Test" not in response.text
