@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 pytest.importorskip("pydicom")
 
-from fastapi.testclient import TestClient  # noqa: E402
-from pydicom.data import get_testdata_file  # noqa: E402
+from fastapi.testclient import TestClient
+from pydicom.data import get_testdata_file
 
-from app.errors import InvalidImage  # noqa: E402
-from app.imaging.decode import decode_image  # noqa: E402
-from app.imaging.dicom import apply_window  # noqa: E402
-from tests.factories import dicom_bytes  # noqa: E402
+from app.errors import InvalidImage
+from app.imaging.decode import decode_image
+from app.imaging.dicom import apply_window
+from tests.factories import dicom_bytes
 
 STORED = np.array([[0, 1024, 1064], [2024, 424, 3000]], dtype=np.uint16)
 
@@ -61,16 +63,14 @@ def test_refusals() -> None:
 def test_pydicom_real_files(name: str) -> None:
     path = get_testdata_file(name)
     assert path is not None
-    with open(path, "rb") as handle:
-        decoded = decode_image(handle.read())
+    decoded = decode_image(Path(path).read_bytes())
     assert decoded.pixels.ndim == 2 and 0 <= decoded.pixels.min() < decoded.pixels.max() <= 1
 
 
 def test_dicom_through_the_api(client: TestClient) -> None:
     path = get_testdata_file("CT_small.dcm")
     assert path is not None
-    with open(path, "rb") as handle:
-        response = client.post("/predict", files={"file": ("slice", handle.read())})
+    response = client.post("/predict", files={"file": ("slice", Path(path).read_bytes())})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["input"]["format"] == "DICOM" and body["input"]["window"]
