@@ -42,8 +42,14 @@ class Settings(BaseSettings):
         description="onnxruntime execution providers, in order of preference",
     )
     intra_op_threads: int = Field(0, ge=0, description="0 = the CPUs this process may use")
-    inference_workers: int = Field(2, ge=1, description="Threads running inference at once")
-    max_queue: int = Field(64, ge=1, description="Requests waiting for inference before 503")
+    decode_workers: int = Field(0, ge=0, description="Decode threads; 0 = the CPUs we may use")
+    max_queue: int = Field(64, ge=1, description="Requests waiting per stage before 503")
+    max_batch_size: int = Field(8, ge=1, description="Images per session.run; 1 = no batching")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill")
+    batching: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Per-model overrides, e.g. {"chest-ct-cancer": {"max_batch_size": 16}}',
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when overloaded")
     require_all_models: bool = Field(
         False, description="Readiness fails while any model in the store failed to load"
@@ -67,6 +73,17 @@ class Settings(BaseSettings):
         if unknown or not value:
             raise ValueError(f"unknown execution providers {unknown}; known: {KNOWN_PROVIDERS}")
         return value
+
+    @property
+    def decoders(self) -> int:
+        """Threads decoding and preprocessing uploads."""
+        return self.decode_workers or available_cpus()
+
+    def batching_for(self, model: str) -> tuple[int, float]:
+        """(max_batch_size, max_wait_ms) for one model, overrides applied."""
+        override = self.batching.get(model, {})
+        size = int(override.get("max_batch_size", self.max_batch_size))
+        return max(1, size), float(override.get("max_wait_ms", self.max_wait_ms))
 
     @property
     def threads(self) -> int:

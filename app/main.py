@@ -13,7 +13,8 @@ from app import __version__
 from app.api import health, models, predict
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
-from app.inference.runner import InferenceRunner
+from app.inference.batchers import Batchers
+from app.inference.pool import WorkerPool
 from app.inference.store import ModelStore
 from app.upload import MULTIPART_OVERHEAD, BodySizeLimit
 
@@ -50,15 +51,15 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store: ModelStore = app.state.store
-    app.state.runner = InferenceRunner(
-        settings.inference_workers, settings.max_queue, settings.retry_after_s
-    )
+    app.state.runner = WorkerPool(settings.decoders, settings.max_queue, settings.retry_after_s)
+    app.state.batchers = Batchers(settings)
     loading = asyncio.create_task(asyncio.to_thread(_load_models, store))
     try:
         yield
     finally:
         await loading
         app.state.runner.shutdown()
+        app.state.batchers.close()
 
 
 def _load_models(store: ModelStore) -> None:

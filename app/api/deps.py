@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
-from app.inference.runner import InferenceRunner
+from app.inference.batchers import Batchers
+from app.inference.pool import WorkerPool
 from app.inference.store import ModelStore
 
 
@@ -16,9 +17,14 @@ def get_store(request: Request) -> ModelStore:
     return store
 
 
-def get_runner(request: Request) -> InferenceRunner:
-    runner: InferenceRunner = request.app.state.runner
+def get_runner(request: Request) -> WorkerPool:
+    runner: WorkerPool = request.app.state.runner
     return runner
+
+
+def get_batchers(request: Request) -> Batchers:
+    batchers: Batchers = request.app.state.batchers
+    return batchers
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -27,5 +33,6 @@ def get_app_settings(request: Request) -> Settings:
 
 
 StoreDep = Annotated[ModelStore, Depends(get_store)]
-RunnerDep = Annotated[InferenceRunner, Depends(get_runner)]
+RunnerDep = Annotated[WorkerPool, Depends(get_runner)]
+BatchersDep = Annotated[Batchers, Depends(get_batchers)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

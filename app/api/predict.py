@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, Depends, File, UploadFile
 
-from app.api.deps import RunnerDep, SettingsDep, StoreDep
+from app.api.deps import BatchersDep, RunnerDep, SettingsDep, StoreDep
 from app.api.schemas import Prediction, problem_responses
-from app.config import Settings
-from app.inference.predict import predict_bytes
-from app.inference.runner import InferenceRunner
-from app.inference.store import ModelStore
+from app.inference.predict import build_result, prepare
 from app.upload import read_upload
 
 router = APIRouter(tags=["predict"])
@@ -22,18 +21,25 @@ UploadDep = Annotated[
 ERRORS = problem_responses(400, 404, 413, 415, 422, 503)
 
 
-async def _predict(
-    name: str,
-    version: int | None,
-    file: UploadFile,
-    store: ModelStore,
-    runner: InferenceRunner,
-    settings: Settings,
-) -> dict[str, Any]:
-    model = store.get(name, version)
-    data = await read_upload(file, settings.max_upload_bytes)
-    result: dict[str, Any] = await runner.run(predict_bytes, model, data, settings.max_image_pixels)
-    return result
+@dataclass
+class Pipeline:
+    """Everything a prediction request needs, injected once."""
+
+    store: StoreDep
+    runner: RunnerDep
+    batchers: BatchersDep
+    settings: SettingsDep
+
+    async def predict(self, name: str, version: int | None, file: UploadFile) -> dict[str, Any]:
+        model = self.store.get(name, version)
+        data = await read_upload(file, self.settings.max_upload_bytes)
+        prepared = await self.runner.run(prepare, model, data, self.settings.max_image_pixels)
+        future = self.batchers.for_model(model).submit(prepared.tensor)
+        probabilities = await asyncio.wrap_future(future)
+        return build_result(model, prepared.decoded, probabilities)
+
+
+PipelineDep = Annotated[Pipeline, Depends()]
 
 
 @router.post(
@@ -42,10 +48,8 @@ async def _predict(
     responses=ERRORS,
     summary="Classify one image with the model's default (highest) version",
 )
-async def predict(
-    name: str, file: UploadDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
-) -> dict[str, Any]:
-    return await _predict(name, None, file, store, runner, settings)
+async def predict(name: str, file: UploadDep, pipeline: PipelineDep) -> dict[str, Any]:
+    return await pipeline.predict(name, None, file)
 
 
 @router.post(
@@ -55,14 +59,9 @@ async def predict(
     summary="Classify one image with a pinned model version",
 )
 async def predict_version(
-    name: str,
-    version: int,
-    file: UploadDep,
-    store: StoreDep,
-    runner: RunnerDep,
-    settings: SettingsDep,
+    name: str, version: int, file: UploadDep, pipeline: PipelineDep
 ) -> dict[str, Any]:
-    return await _predict(name, version, file, store, runner, settings)
+    return await pipeline.predict(name, version, file)
 
 
 @router.post(
@@ -71,7 +70,5 @@ async def predict_version(
     responses=ERRORS,
     summary="Classify one image with the default model",
 )
-async def predict_default(
-    file: UploadDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
-) -> dict[str, Any]:
-    return await _predict(store.default_name(), None, file, store, runner, settings)
+async def predict_default(file: UploadDep, pipeline: PipelineDep) -> dict[str, Any]:
+    return await pipeline.predict(pipeline.store.default_name(), None, file)

@@ -1,7 +1,10 @@
-"""The one prediction path: bytes → pixels → model input → session.run → probabilities."""
+"""The one prediction path: bytes → pixels → model input → session.run → probabilities.
+
+The API runs the same steps, with `run_batch` fed by the dynamic batcher."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,10 +15,27 @@ from app.imaging.preprocess import to_model_input
 from app.inference.store import LoadedModel
 
 
+@dataclass(frozen=True)
+class PreparedInput:
+    """One upload, decoded and turned into the model's input (H, W, C)."""
+
+    decoded: DecodedImage
+    tensor: np.ndarray
+
+
 def predict_bytes(model: LoadedModel, data: bytes, max_pixels: int) -> dict[str, Any]:
     """Decode one upload and classify it with `model`; raise domain errors on bad input."""
-    decoded = decode_image(data, max_pixels=max_pixels, window=default_window(model))
-    return predict_pixels(model, decoded)
+    prepared = prepare(model, data, max_pixels)
+    probabilities = run_batch(model, prepared.tensor[np.newaxis])[0]
+    return build_result(model, prepared.decoded, probabilities)
+
+
+def prepare(
+    model: LoadedModel, data: bytes, max_pixels: int, window: tuple[float, float] | None = None
+) -> PreparedInput:
+    """Decode and preprocess as the model card says (DICOM windowed by `window` or the card)."""
+    decoded = decode_image(data, max_pixels=max_pixels, window=window or default_window(model))
+    return PreparedInput(decoded, to_model_input(decoded.pixels, model.card.input))
 
 
 def default_window(model: LoadedModel) -> tuple[float, float] | None:
@@ -26,12 +46,17 @@ def default_window(model: LoadedModel) -> tuple[float, float] | None:
     return dicom.presets.get(dicom.default_window)
 
 
-def predict_pixels(model: LoadedModel, decoded: DecodedImage) -> dict[str, Any]:
-    """Classify already decoded pixels."""
+def run_batch(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) inputs → (N, classes) probabilities, rows summing to 1 in float64."""
     spec = model.card.input
-    batch = to_model_input(decoded.pixels, spec)[np.newaxis]
     (output,) = model.session.run([model.card.output.name], {spec.name: batch})
-    probabilities = normalise(np.asarray(output[0], dtype=np.float64))
+    return np.stack([normalise(np.asarray(row, dtype=np.float64)) for row in output])
+
+
+def build_result(
+    model: LoadedModel, decoded: DecodedImage, probabilities: np.ndarray
+) -> dict[str, Any]:
+    """The JSON answer for one image."""
     classes = model.card.classes
     return {
         "model": model.card.name,

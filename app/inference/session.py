@@ -33,7 +33,11 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 def create_session(
-    model_path: Path, card: ModelCard, preferred: list[str], threads: int
+    model_path: Path,
+    card: ModelCard,
+    preferred: list[str],
+    threads: int,
+    warm_batches: tuple[int, ...] = (1,),
 ) -> tuple[ort.InferenceSession, str]:
     """A checked, warmed-up session and the execution provider it really uses."""
     providers = choose_providers(preferred)
@@ -47,7 +51,8 @@ def create_session(
     in_use = session.get_providers()[0]
     if in_use != providers[0]:
         log.warning("%s: %s unavailable, running on %s", card.name, providers[0], in_use)
-    warm_up(session, card)
+    for batch in warm_batches:
+        warm_up(session, card, batch)
     return session, in_use
 
 
@@ -67,9 +72,10 @@ def check_signature(session: ort.InferenceSession, card: ModelCard) -> None:
         raise ModelLoadError(f"graph gives {width} outputs for {len(card.classes)} classes")
 
 
-def warm_up(session: ort.InferenceSession, card: ModelCard, runs: int = 2) -> None:
-    """Run the graph on blank input so the first request pays no lazy initialisation."""
+def warm_up(session: ort.InferenceSession, card: ModelCard, batch: int = 1, runs: int = 2) -> None:
+    """Run the graph on blank input at a batch size that will be used, so the first request
+    pays no lazy initialisation."""
     spec = card.input
-    blank = np.zeros((1, spec.height, spec.width, spec.channels), dtype=np.float32)
+    blank = np.zeros((batch, spec.height, spec.width, spec.channels), dtype=np.float32)
     for _ in range(runs):
         session.run([card.output.name], {spec.name: blank})

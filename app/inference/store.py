@@ -131,7 +131,9 @@ def load_model_dir(path: Path, name: str, version: int, settings: Settings) -> L
     digest = sha256_file(onnx_path)
     if digest != card.sha256:
         raise ModelLoadError(f"sha256 of model.onnx is {digest}, card says {card.sha256}")
-    session, provider = create_session(onnx_path, card, settings.providers, settings.threads)
+    max_batch = settings.batching_for(name)[0]
+    warm = (1,) if max_batch == 1 else (1, max_batch)
+    session, provider = create_session(onnx_path, card, settings.providers, settings.threads, warm)
     return LoadedModel(card, session, provider, path, 0.0)
 
 

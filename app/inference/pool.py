@@ -1,4 +1,4 @@
-"""Runs blocking inference work on a bounded thread pool, off the event loop."""
+"""Runs blocking work (decoding, preprocessing) on a bounded thread pool, off the event loop."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class InferenceRunner:
+class WorkerPool:
     """At most `workers` jobs run at once and `queue` wait; more are refused with 503."""
 
     def __init__(self, workers: int, queue: int, retry_after_s: int = 1) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
         self._capacity = workers + queue
         self._retry_after = str(retry_after_s)
         self._pending = 0  # touched only from the event loop thread

@@ -1,0 +1,45 @@
+"""One dynamic batcher per served model version, created on first use."""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+
+from app.config import Settings
+from app.inference.batching import DynamicBatcher
+from app.inference.predict import run_batch
+from app.inference.store import LoadedModel
+
+
+class Batchers:
+    """Hands out the batcher of a model version; closes them all at shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._batchers: dict[str, DynamicBatcher] = {}
+        self._lock = threading.Lock()
+
+    def for_model(self, model: LoadedModel) -> DynamicBatcher:
+        with self._lock:
+            batcher = self._batchers.get(model.key)
+            if batcher is None:
+                size, wait_ms = self._settings.batching_for(model.card.name)
+                batcher = DynamicBatcher(
+                    partial(run_batch, model),
+                    max_batch_size=size,
+                    max_wait_ms=wait_ms,
+                    max_queue=self._settings.max_queue,
+                    retry_after_s=self._settings.retry_after_s,
+                    name=model.key,
+                )
+                self._batchers[model.key] = batcher
+            return batcher
+
+    def depths(self) -> dict[str, int]:
+        return {key: b.depth for key, b in self._batchers.items()}
+
+    def close(self) -> None:
+        with self._lock:
+            for batcher in self._batchers.values():
+                batcher.close()
+            self._batchers.clear()

@@ -1,0 +1,108 @@
+"""Dynamic batching: concurrent requests for one model run as one `session.run`.
+
+Requests wait in a bounded queue; a worker thread takes the first, gathers more until the batch
+holds `max_batch_size` images or `max_wait_ms` passed, runs them together and answers each."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.errors import Overloaded
+
+RunBatch = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class _Job:
+    tensor: np.ndarray
+    future: Future[np.ndarray] = field(default_factory=Future)
+
+
+class DynamicBatcher:
+    """Groups single-image jobs into batches for one model version."""
+
+    def __init__(
+        self,
+        run: RunBatch,
+        max_batch_size: int = 8,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 64,
+        retry_after_s: int = 1,
+        name: str = "model",
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max(1, max_batch_size)
+        self._max_wait = max_wait_ms / 1000.0
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self._retry_after = str(retry_after_s)
+        self.batch_sizes: list[int] = []  # recent batch sizes, for metrics and tests
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting to be batched."""
+        return self._queue.qsize()
+
+    def submit(self, tensor: np.ndarray) -> Future[np.ndarray]:
+        """Queue one (H, W, C) input; the future gives its probabilities, or raises."""
+        job = _Job(tensor)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise Overloaded(
+                f"{self._queue.maxsize} images are already waiting for this model; retry shortly",
+                headers={"Retry-After": self._retry_after},
+            ) from None
+        return job.future
+
+    def close(self) -> None:
+        """Finish queued jobs, then stop the worker."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs, stop = self._gather(first)
+            self._execute(jobs)
+            if stop:
+                return
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs = [first]
+        deadline = time.monotonic() + self._max_wait
+        while len(jobs) < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                job = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+        return jobs, False
+
+    def _execute(self, jobs: list[_Job]) -> None:
+        self.batch_sizes = [*self.batch_sizes[-999:], len(jobs)]
+        try:
+            outputs = self._run(np.stack([job.tensor for job in jobs]))
+        except Exception as exc:  # handed to every waiting request, never lost
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        for job, row in zip(jobs, outputs, strict=True):
+            job.future.set_result(row)
