@@ -57,6 +57,10 @@ def train(
     intensity: Annotated[str, typer.Option(help="percentile | minmax | none")] = "percentile",
     label_map: Annotated[str | None, typer.Option(help="e.g. '1=hemorrhage,0=normal'")] = None,
     seed: Annotated[int, typer.Option()] = 42,
+    ship: Annotated[
+        str, typer.Option(help="final: refit on all data | ensemble: average the fold models")
+    ] = "final",
+    tta_flip: Annotated[bool, typer.Option(help="Average with the mirrored image")] = True,
     max_samples: Annotated[int | None, typer.Option(help="Subsample for a quick run")] = None,
     output: Annotated[Path, typer.Option(help="Model store to write into")] = Path("models"),
     cache_dir: Annotated[Path, typer.Option(help="Preprocessed-array cache")] = Path("cache"),
@@ -68,8 +72,12 @@ def train(
     from training.pipeline import TrainRequest, run
     from training.train import TrainConfig
 
-    if arch not in ARCHITECTURES or head not in HEADS:
-        typer.echo(f"error: --arch must be one of {ARCHITECTURES}, --head one of {HEADS}", err=True)
+    if arch not in ARCHITECTURES or head not in HEADS or ship not in ("final", "ensemble"):
+        typer.echo(
+            f"error: --arch must be one of {ARCHITECTURES}, --head one of {HEADS}, "
+            "--ship final or ensemble",
+            err=True,
+        )
         raise typer.Exit(2)
     config = TrainConfig(
         arch=arch,
@@ -83,6 +91,7 @@ def train(
         fine_tune_epochs=fine_tune_epochs,
         patience=patience,
         seed=seed,
+        tta_flip=tta_flip,
     )
     try:
         build(arch, image_size, 2, weights, head)  # fail fast, before anything is written
@@ -107,6 +116,7 @@ def train(
         cache_dir=cache_dir,
         label_map=parse_label_map(label_map),
         max_samples=max_samples,
+        ship=ship,
     )
     folder = run(request)
     typer.echo(f"wrote {folder}")

@@ -13,7 +13,7 @@ from scipy.special import softmax
 
 from training.data import grouped_folds
 from training.evaluate import classification_metrics
-from training.train import TrainConfig, fit
+from training.train import TrainConfig, fit, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class CrossValidation:
     best_epochs: list[int] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[dict[str, Any]] = field(default_factory=list)
+    models: list[Any] = field(default_factory=list)
 
 
 def cross_validate(
@@ -64,7 +65,7 @@ def cross_validate(
             (x[val_idx], y[val_idx]),
             work_dir / f"fold{index + 1}",
         )
-        logits = fitted.model.predict(x[val_idx], batch_size=64, verbose=0)
+        logits = predict_logits(fitted.model, x[val_idx], config.tta_flip)
         result.logits[val_idx], result.fold_of[val_idx] = logits, index
         metrics = classification_metrics(y[val_idx], softmax(logits, axis=1), classes)
         metrics["seconds"], metrics["best_epoch"] = fitted.seconds, fitted.best_epoch
@@ -79,5 +80,6 @@ def cross_validate(
         result.histories.append(fitted.history)
         result.best_epochs.append(fitted.best_epoch)
         result.notes.append(fitted.notes)
+        result.models.append(fitted.model)
     result.seconds = time.perf_counter() - started
     return result

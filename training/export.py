@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -22,11 +23,30 @@ class ParityError(RuntimeError):
     """The ONNX graph does not reproduce the Keras model's outputs."""
 
 
-def probability_model(logits_model: keras.Model, temperature: float) -> keras.Model:
-    """The served graph: logits / temperature → softmax, output named `probabilities`."""
-    inputs = keras.Input(logits_model.input.shape[1:], name="image")
-    logits = logits_model(inputs, training=False)
-    scaled = layers.Rescaling(1.0 / temperature, name="temperature")(logits)
+@keras.saving.register_keras_serializable(package="ctscan")
+class HorizontalFlip(layers.Layer):
+    """Mirror images left-right (for test-time augmentation inside the graph)."""
+
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.flip(inputs, axis=2)
+
+
+def probability_model(
+    logits_models: keras.Model | list[keras.Model], temperature: float, tta_flip: bool = False
+) -> keras.Model:
+    """The served graph: mean logits of the models (and of the mirrored image with
+    `tta_flip`) / temperature → softmax, output named `probabilities`."""
+    members = logits_models if isinstance(logits_models, list) else [logits_models]
+    if len(members) > 1:  # fold models share a name; the outer graph needs unique ones
+        members = [
+            keras.Model(m.inputs[0], m.outputs[0], name=f"member{i + 1}")
+            for i, m in enumerate(members)
+        ]
+    inputs = keras.Input(members[0].input.shape[1:], name="image")
+    views = [inputs, HorizontalFlip(name="mirror")(inputs)] if tta_flip else [inputs]
+    logits = [member(view, training=False) for member in members for view in views]
+    mean = logits[0] if len(logits) == 1 else layers.Average(name="mean_logits")(logits)
+    scaled = layers.Rescaling(1.0 / temperature, name="temperature")(mean)
     outputs = layers.Softmax(name="probabilities")(scaled)
     return keras.Model(inputs, outputs, name="served")
 

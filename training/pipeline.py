@@ -17,7 +17,14 @@ from app.inference.store import sha256_file
 from training.arrays import load_arrays
 from training.card import build_card
 from training.crossval import CrossValidation, cross_validate
-from training.data import clean, discover, fingerprint, near_duplicate_groups
+from training.data import (
+    DatasetReport,
+    Sample,
+    clean,
+    discover,
+    fingerprint,
+    near_duplicate_groups,
+)
 from training.evaluate import calibrate, classification_metrics, fold_summary
 from training.export import export_onnx, probability_model
 from training.latency import onnx_latency_ms
@@ -41,6 +48,7 @@ class TrainRequest:
     label_map: dict[str, str] | None = None
     max_samples: int | None = None
     runs_dir: Path = Path("runs")
+    ship: str = "final"  # "final": refit on all data; "ensemble": the k fold models
 
 
 def run(request: TrainRequest) -> Path:
@@ -58,57 +66,31 @@ def run(request: TrainRequest) -> Path:
 
 
 def _run_into(request: TrainRequest, version: int, staging: Path, started: float) -> Path:
-    preset = TASKS.get(request.name)
-    samples, report = clean(
-        discover(
-            request.data,
-            request.label_map or (preset.label_map if preset else None),
-            preset.label_column if preset else None,
-        ),
-        request.data,
-    )
-    if request.max_samples:
-        samples = samples[:: max(1, len(samples) // request.max_samples)]
-    classes = list(preset.classes) if preset else sorted({s.label for s in samples})
-    unknown = {s.label for s in samples} - set(classes)
-    if unknown:
-        raise ValueError(f"labels {sorted(unknown)} are not classes of {request.name}: {classes}")
+    samples, classes, report = _load_samples(request)
     x = load_arrays(samples, request.spec, request.cache_dir)
     y = np.array([classes.index(s.label) for s in samples])
     groups = near_duplicate_groups(fingerprint(x))
     work = staging / "work"
-    cv = (
-        cross_validate(
+    cv = None
+    if request.folds >= 2:
+        cv = cross_validate(
             x, y, groups, classes, request.config, request.folds, work, request.max_folds
         )
-        if request.folds >= 2
-        else None
-    )
     metrics, temperature = _cv_metrics(cv, y, classes, report.__dict__)
-    final_epochs = int(np.median(cv.best_epochs)) if cv else request.config.epochs
-    final = fit(x, y, len(classes), request.config, None, work / "final", epochs=final_epochs)
-    served = probability_model(final.model, temperature)
+    members, history, notes, fit_seconds = _shipped_members(request, cv, x, y, classes, work)
+    served = probability_model(members, temperature, request.config.tta_flip)
     onnx_path = staging / "model.onnx"
     metrics["parity_max_abs_diff"] = export_onnx(served, onnx_path, x[:16])
     metrics["latency_ms_batch1_cpu"] = onnx_latency_ms(onnx_path, x[:1])
     metrics["seconds"] = {
         "cross_validation": cv.seconds if cv else 0.0,
-        "final_fit": final.seconds,
+        "final_fit": fit_seconds,
         "total": time.perf_counter() - started,
     }
-    metrics["final_epochs"] = final_epochs
-    probs = _oof_probs(cv, temperature)
-    write_report(
-        staging / "report",
-        request.name,
-        classes,
-        x,
-        y,
-        probs[0],
-        probs[1],
-        cv.histories if cv else [final.history],
-        metrics,
-    )
+    metrics["shipped"] = {"mode": request.ship, "members": len(members), **notes}
+    before, after = _oof_probs(cv, temperature)
+    histories = cv.histories if cv else [history]
+    write_report(staging / "report", request.name, classes, x, y, before, after, histories, metrics)
     card = build_card(
         request.name,
         version,
@@ -116,20 +98,56 @@ def _run_into(request: TrainRequest, version: int, staging: Path, started: float
         request.spec,
         sha256_file(onnx_path),
         temperature,
-        _architecture(request.config, served),
-        _training(request, report.__dict__, final_epochs, final.notes),
+        _architecture(request, served, len(members)),
+        _training(request, report.__dict__, metrics["shipped"]),
         _evaluation(metrics),
         [f"v{version}: trained by `ctscan train`"],
     )
     (staging / "metadata.json").write_text(card.model_dump_json(indent=2))
-    keep = request.runs_dir / request.name / str(version)
-    keep.mkdir(parents=True, exist_ok=True)
-    final.model.save(keep / "logits.keras")  # for `ctscan export` and later fine-tuning
+    _keep_keras(request, version, members)
     shutil.rmtree(work)
     folder = staging.parent / str(version)
     staging.rename(folder)
     log.info("wrote %s in %.0fs", folder, time.perf_counter() - started)
     return folder
+
+
+def _load_samples(request: TrainRequest) -> tuple[list[Sample], list[str], DatasetReport]:
+    preset = TASKS.get(request.name)
+    label_map = request.label_map or (preset.label_map if preset else None)
+    found = discover(request.data, label_map, preset.label_column if preset else None)
+    samples, report = clean(found, request.data)
+    if request.max_samples:
+        samples = samples[:: max(1, len(samples) // request.max_samples)]
+    classes = list(preset.classes) if preset else sorted({s.label for s in samples})
+    unknown = {s.label for s in samples} - set(classes)
+    if unknown:
+        raise ValueError(f"labels {sorted(unknown)} are not classes of {request.name}: {classes}")
+    return samples, classes, report
+
+
+def _shipped_members(
+    request: TrainRequest,
+    cv: CrossValidation | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    work: Path,
+) -> tuple[list[Any], dict[str, list[float]], dict[str, Any], float]:
+    """The fold models (ship=ensemble) or one model fitted on all data (ship=final)."""
+    if request.ship == "ensemble" and cv is not None and cv.models:
+        return cv.models, cv.histories[0], {"epochs": cv.best_epochs}, 0.0
+    epochs = int(np.median(cv.best_epochs)) if cv else request.config.epochs
+    final = fit(x, y, len(classes), request.config, None, work / "final", epochs=epochs)
+    return [final.model], final.history, {"epochs": epochs, **final.notes}, final.seconds
+
+
+def _keep_keras(request: TrainRequest, version: int, members: list[Any]) -> None:
+    """Keep the Keras logits models (for `ctscan export` and later fine-tuning)."""
+    keep = request.runs_dir / request.name / str(version)
+    keep.mkdir(parents=True, exist_ok=True)
+    for index, member in enumerate(members):
+        member.save(keep / f"logits-{index + 1}.keras")
 
 
 def _cv_metrics(
@@ -157,26 +175,31 @@ def _oof_probs(cv: CrossValidation | None, temperature: float) -> tuple[np.ndarr
     return softmax(logits, axis=1), softmax(logits / temperature, axis=1)
 
 
-def _architecture(config: TrainConfig, served: Any) -> dict[str, Any]:
+def _architecture(request: TrainRequest, served: Any, members: int) -> dict[str, Any]:
+    config = request.config
     return {
         "name": config.arch,
         "head": config.head,
         "weights_init": config.weights,
+        "ensemble_members": members,
+        "test_time_augmentation": "horizontal flip" if config.tta_flip else None,
         "parameters": int(served.count_params()),
     }
 
 
 def _training(
-    request: TrainRequest, data: dict[str, Any], epochs: int, notes: dict[str, Any]
+    request: TrainRequest, data: dict[str, Any], shipped: dict[str, Any]
 ) -> dict[str, Any]:
     return {
-        "dataset": str(request.data),
+        "dataset": request.data.name,
         "counts": data["counts"],
+        "duplicate_groups_merged": len(data["duplicates"]),
+        "label_conflicts_dropped": data["conflicts"],
         "file_list_sha256": data["file_list_sha256"],
         "config": request.config.as_dict(),
-        "final_fit_epochs": epochs,
         "folds": request.folds,
-        "notes": notes,
+        "shipped": shipped,
+        "leakage_note": TASKS[request.name].leakage_note if request.name in TASKS else "",
     }
 
 

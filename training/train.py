@@ -36,6 +36,7 @@ class TrainConfig:
     dropout: float = 0.3
     label_smoothing: float = 0.05
     seed: int = 42
+    tta_flip: bool = True
     augment: dict[str, float] = field(
         default_factory=lambda: {
             "rotation": 0.05,
@@ -228,6 +229,14 @@ def _head_layers(model: keras.Model) -> list[keras.layers.Layer]:
     base = backbone_of(model)
     index = model.layers.index(base)
     return list(model.layers[index + 1 :])
+
+
+def predict_logits(model: keras.Model, x: np.ndarray, tta_flip: bool) -> np.ndarray:
+    """Logits, averaged with those of the mirrored images when `tta_flip`."""
+    logits = model.predict(x, batch_size=64, verbose=0)
+    if tta_flip:
+        logits = (logits + model.predict(x[:, :, ::-1], batch_size=64, verbose=0)) / 2
+    return np.asarray(logits)
 
 
 def _one_hot(y: np.ndarray, classes: int) -> np.ndarray:
