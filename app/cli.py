@@ -30,7 +30,7 @@ def serve(
     from app.main import create_app
 
     settings = _settings(models_dir=models_dir, host=host, port=port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -55,13 +55,24 @@ class Settings(BaseSettings):
         False, description="Readiness fails while any model in the store failed to load"
     )
     max_image_pixels: int = Field(64_000_000, gt=0, description="Decompression-bomb guard")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys; empty = open API"
+    )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys for admin endpoints (reload)"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; empty = closed"
+    )
+    poll_interval_s: float = Field(0, ge=0, description="Rescan the model store; 0 = never")
+    log_json: bool = Field(False, description="Log one JSON object per line")
     host: str = "127.0.0.1"
     port: int = Field(8000, gt=0, lt=65536)
     log_level: str = "INFO"
 
-    @field_validator("providers", mode="before")
+    @field_validator("providers", "api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
-    def _split_providers(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import health, models, predict
+from app.api import health, metrics, models, predict
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
 from app.inference.store import ModelStore
+from app.metrics import Metrics
+from app.request_context import RequestIdMiddleware
+from app.security import require_api_key
 from app.upload import MULTIPART_OVERHEAD, BodySizeLimit
 
 log = logging.getLogger(__name__)
@@ -31,7 +36,6 @@ gives every class's probability. Errors are `application/problem+json` (RFC 9457
 def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> FastAPI:
     """Build the service; models load in the background once the lifespan starts."""
     settings = settings or get_settings()
-    store = store or ModelStore(settings)
     app = FastAPI(
         title="CT-scan classification service",
         version=__version__,
@@ -39,12 +43,29 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.store = store
-    app.add_middleware(BodySizeLimit, max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.state.store = store or ModelStore(settings)
+    app.state.metrics = Metrics()
+    _add_middleware(app, settings)
     install_error_handlers(app)
-    for router in (predict.router, models.router, health.router):
-        app.include_router(router)
+    protected = [Depends(require_api_key)]
+    app.include_router(predict.router, dependencies=protected)
+    app.include_router(models.router, dependencies=protected)
+    app.include_router(models.admin_router)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
     return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    app.add_middleware(BodySizeLimit, max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
+        )
+    app.add_middleware(RequestIdMiddleware)
 
 
 @asynccontextmanager
@@ -52,11 +73,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store: ModelStore = app.state.store
     app.state.runner = WorkerPool(settings.decoders, settings.max_queue, settings.retry_after_s)
-    app.state.batchers = Batchers(settings)
+    app.state.batchers = Batchers(settings, app.state.metrics)
     loading = asyncio.create_task(asyncio.to_thread(_load_models, store))
+    polling = asyncio.create_task(_poll(store, settings.poll_interval_s))
     try:
         yield
     finally:
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
         await loading
         app.state.runner.shutdown()
         app.state.batchers.close()
@@ -65,3 +90,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _load_models(store: ModelStore) -> None:
     if not store.loaded.is_set():
         store.load_all()
+
+
+async def _poll(store: ModelStore, interval: float) -> None:
+    """Rescan the model store every `interval` seconds (0: never)."""
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        if store.loaded.is_set():
+            changes = await asyncio.to_thread(store.refresh)
+            if changes["added"] or changes["removed"]:
+                log.info("model store changed: %s", changes)

@@ -10,6 +10,7 @@ from app.config import Settings
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
 from app.inference.store import ModelStore
+from app.metrics import Metrics
 
 
 def get_store(request: Request) -> ModelStore:
@@ -27,6 +28,11 @@ def get_batchers(request: Request) -> Batchers:
     return batchers
 
 
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -35,4 +41,5 @@ def get_app_settings(request: Request) -> Settings:
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 RunnerDep = Annotated[WorkerPool, Depends(get_runner)]
 BatchersDep = Annotated[Batchers, Depends(get_batchers)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

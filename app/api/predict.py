@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, UploadFile
 
-from app.api.deps import BatchersDep, RunnerDep, SettingsDep, StoreDep
+from app.api.deps import BatchersDep, MetricsDep, RunnerDep, SettingsDep, StoreDep
 from app.api.schemas import Prediction, problem_responses
+from app.errors import ServiceError
 from app.inference.predict import build_result, prepare
 from app.upload import read_upload
 
@@ -29,8 +31,24 @@ class Pipeline:
     runner: RunnerDep
     batchers: BatchersDep
     settings: SettingsDep
+    metrics: MetricsDep
 
     async def predict(self, name: str, version: int | None, file: UploadFile) -> dict[str, Any]:
+        started = time.perf_counter()
+        status, label_version = 500, "-" if version is None else str(version)
+        try:
+            result = await self._predict(name, version, file)
+        except ServiceError as exc:
+            status = exc.status
+            raise
+        else:
+            status, label_version = 200, str(result["version"])
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            return result
+        finally:
+            self.metrics.requests.labels(name, label_version, str(status)).inc()
+
+    async def _predict(self, name: str, version: int | None, file: UploadFile) -> dict[str, Any]:
         model = self.store.get(name, version)
         data = await read_upload(file, self.settings.max_upload_bytes)
         prepared = await self.runner.run(prepare, model, data, self.settings.max_image_pixels)

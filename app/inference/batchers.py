@@ -9,13 +9,15 @@ from app.config import Settings
 from app.inference.batching import DynamicBatcher
 from app.inference.predict import run_batch
 from app.inference.store import LoadedModel
+from app.metrics import Metrics
 
 
 class Batchers:
     """Hands out the batcher of a model version; closes them all at shutdown."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._batchers: dict[str, DynamicBatcher] = {}
         self._lock = threading.Lock()
 
@@ -31,6 +33,7 @@ class Batchers:
                     max_queue=self._settings.max_queue,
                     retry_after_s=self._settings.retry_after_s,
                     name=model.key,
+                    on_batch=self._metrics.batch_size.labels(model.key).observe,
                 )
                 self._batchers[model.key] = batcher
             return batcher

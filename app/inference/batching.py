@@ -36,8 +36,10 @@ class DynamicBatcher:
         max_queue: int = 64,
         retry_after_s: int = 1,
         name: str = "model",
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._run = run
+        self._on_batch = on_batch
         self.max_batch_size = max(1, max_batch_size)
         self._max_wait = max_wait_ms / 1000.0
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
@@ -98,6 +100,8 @@ class DynamicBatcher:
 
     def _execute(self, jobs: list[_Job]) -> None:
         self.batch_sizes = [*self.batch_sizes[-999:], len(jobs)]
+        if self._on_batch:
+            self._on_batch(len(jobs))
         try:
             outputs = self._run(np.stack([job.tensor for job in jobs]))
         except Exception as exc:  # handed to every waiting request, never lost

@@ -45,29 +45,62 @@ class ModelStore:
     failures: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     loaded: threading.Event = field(default_factory=threading.Event)
+    _new_failures: dict[str, str] = field(default_factory=dict)
 
     def load_all(self) -> None:
         """Scan the models directory and load every version found; failures are recorded."""
-        with self.lock:
-            for name, version, path in scan_models_dir(self.settings.models_dir, self.failures):
-                self._load_one(name, version, path)
-            self.loaded.set()
+        self.refresh()
+        self.loaded.set()
         log.info("models ready: %s; failed: %s", self.served_keys(), self.failures or "none")
 
-    def _load_one(self, name: str, version: int, path: Path) -> None:
+    def refresh(self, only: str | None = None) -> dict[str, list[str]]:
+        """Load versions that appeared on disk and drop those that vanished (all models, or
+        `only` one). Requests in flight keep the session they started with."""
+        with self.lock:
+            failures: dict[str, str] = {}
+            found = scan_models_dir(self.settings.models_dir, failures)
+            wanted = {(n, v): p for n, v, p in found if only in (None, n)}
+            added = [
+                f"{n}/{v}"
+                for (n, v), p in wanted.items()
+                if v not in self.models.get(n, {}) and self._load_one(n, v, p)
+            ]
+            removed = self._drop_missing(set(wanted), only)
+            keep = {k: v for k, v in self.failures.items() if only and not k.startswith(f"{only}/")}
+            self.failures = {**keep, **failures, **self._new_failures}
+            self._new_failures = {}
+        return {"added": added, "removed": removed}
+
+    def _drop_missing(self, wanted: set[tuple[str, int]], only: str | None) -> list[str]:
+        removed = []
+        for name in [n for n in list(self.models) if only in (None, n)]:
+            kept = {v: m for v, m in self.models[name].items() if (name, v) in wanted}
+            removed += [f"{name}/{v}" for v in self.models[name] if v not in kept]
+            if kept:
+                self.models[name] = kept  # one reference swap: readers see old or new
+            else:
+                del self.models[name]
+        return removed
+
+    def _load_one(self, name: str, version: int, path: Path) -> bool:
         started = time.perf_counter()
         try:
             model = load_model_dir(path, name, version, self.settings)
         except ModelLoadError as exc:
-            self.failures[f"{name}/{version}"] = str(exc)
+            self._new_failures[f"{name}/{version}"] = str(exc)
             log.error("model %s/%s not served: %s", name, version, exc)
-            return
+            return False
         model = LoadedModel(model.card, model.session, model.provider, path, _since(started))
-        self.models.setdefault(name, {})[version] = model
+        self.models[name] = {**self.models.get(name, {}), version: model}
         log.info("loaded %s on %s in %.2fs", model.key, model.provider, model.load_seconds)
+        return True
+
+    def all_models(self) -> list[LoadedModel]:
+        """Every served version of every model."""
+        return [m for versions in list(self.models.values()) for m in list(versions.values())]
 
     def served_keys(self) -> list[str]:
-        return [m.key for versions in self.models.values() for m in versions.values()]
+        return [m.key for m in self.all_models()]
 
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """The requested version, or the highest one; raise 404 / 503 domain errors."""

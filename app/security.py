@@ -1,0 +1,61 @@
+"""Optional API keys: `Authorization: Bearer KEY` or `X-API-Key: KEY`, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from app.api.deps import SettingsDep
+from app.errors import ServiceError
+
+
+class Unauthorized(ServiceError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+def _presented(authorization: str | None, x_api_key: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def _matches(key: str | None, allowed: list[str]) -> bool:
+    if key is None:
+        return False
+    found = False
+    for candidate in allowed:  # no early exit: timing does not reveal which key matched
+        found |= hmac.compare_digest(key.encode(), candidate.encode())
+    return found
+
+
+def _challenge(detail: str) -> Unauthorized:
+    return Unauthorized(detail, headers={"WWW-Authenticate": 'Bearer realm="ctscan"'})
+
+
+async def require_api_key(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """Pass when no API keys are configured, or the request carries a user or admin key."""
+    allowed = [*settings.api_keys, *settings.admin_keys]
+    if settings.api_keys and not _matches(_presented(authorization, x_api_key), allowed):
+        raise _challenge("a valid API key is required (Authorization: Bearer, or X-API-Key)")
+
+
+async def require_admin_key(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """Pass only with an admin key; with none configured, admin endpoints are closed."""
+    if not _matches(_presented(authorization, x_api_key), settings.admin_keys):
+        raise _challenge("an admin API key is required (CTSCAN_ADMIN_KEYS)")
+
+
+ApiKey = Depends(require_api_key)
+AdminKey = Depends(require_admin_key)
