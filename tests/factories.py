@@ -16,8 +16,11 @@ from PIL import Image
 CLASSES = ["dark", "bright"]
 
 
-def brightness_model(size: int = 16, classes: list[str] | None = None) -> bytes:
-    """An ONNX graph: mean pixel → linear → softmax; bright images → the last class."""
+def brightness_model(
+    size: int = 16, classes: list[str] | None = None, with_map: bool = False
+) -> bytes:
+    """An ONNX graph: mean pixel → linear → softmax; bright images → the last class.
+    `with_map` adds `class_activation` (N, H, W, classes) = pixel x class weight."""
     classes = classes or CLASSES
     n = len(classes)
     weights = np.linspace(-6.0, 6.0, n, dtype=np.float32).reshape(1, n)
@@ -29,14 +32,23 @@ def brightness_model(size: int = 16, classes: list[str] | None = None) -> bytes:
         helper.make_node("Add", ["logits_raw", "b"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n])]
+    if with_map:
+        nodes.append(helper.make_node("Mul", ["image", "wflat"], ["class_activation"]))
+        outputs.append(
+            helper.make_tensor_value_info(
+                "class_activation", TensorProto.FLOAT, ["batch", size, size, n]
+            )
+        )
     graph = helper.make_graph(
         nodes,
         "brightness",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n])],
+        outputs,
         initializer=[
             helper.make_tensor("w", TensorProto.FLOAT, [1, n], weights.ravel().tolist()),
             helper.make_tensor("b", TensorProto.FLOAT, [n], bias.tolist()),
+            helper.make_tensor("wflat", TensorProto.FLOAT, [n], weights.ravel().tolist()),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -63,7 +75,10 @@ def card_for(name: str, version: int, onnx_bytes: bytes, size: int = 16, **extra
 def write_model(root: Path, name: str, version: int = 1, size: int = 16, **extra: Any) -> Path:
     """Write `<root>/<name>/<version>/{model.onnx, metadata.json}` and return the folder."""
     classes = extra.get("classes")
-    onnx_bytes = brightness_model(size, classes)
+    with_map = extra.pop("with_map", False)
+    onnx_bytes = brightness_model(size, classes, with_map)
+    if with_map:
+        extra["output"] = {"activation_map": "class_activation"}
     folder = root / name / str(version)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.onnx").write_bytes(onnx_bytes)

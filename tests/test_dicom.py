@@ -75,3 +75,22 @@ def test_dicom_through_the_api(client: TestClient) -> None:
     body = response.json()
     assert body["input"]["format"] == "DICOM" and body["input"]["window"]
     assert "Test" not in response.text
+
+
+def test_window_query_parameters(client: TestClient) -> None:
+    data = dicom_bytes(STORED)
+
+    def window_of(**params: str) -> object:
+        response = client.post("/predict", params=params, files={"file": ("s", data)})
+        return (
+            response.json()["input"]["window"]
+            if response.status_code == 200
+            else (response.status_code)
+        )
+
+    assert window_of(window="brain") == "center 40, width 80"
+    assert window_of(window_center="100", window_width="50") == "center 100, width 50"
+    assert window_of() == "full range"  # the toy model's card names no default window
+    assert window_of(window="nope") == 400
+    assert window_of(window_center="100") == 400
+    assert window_of(window="lung", window_width="5") == 400

@@ -130,3 +130,52 @@ def test_local_weights_file_is_loaded(tmp_path: Path) -> None:
         np.testing.assert_array_equal(mine, theirs)
     with pytest.raises(WeightsUnavailable, match="does not exist"):
         build("resnet50", 32, 2, weights=str(tmp_path / "missing.h5"))
+
+
+def test_heatmap_peak_falls_on_the_blob(tmp_path: Path) -> None:
+    """Trained where the class `blob` is a bright blob anywhere (else `clear`): the CAM of the
+    predicted class must peak on the blob, through the exported ONNX graph and the API."""
+    from training.pipeline import TrainRequest, run
+    from training.train import TrainConfig
+
+    size, rng, centres = 128, np.random.default_rng(1), {}
+    for label in ("blob", "clear"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for index in range(30):
+            pixels = rng.integers(0, 50, (size, size)).astype(np.uint8)
+            if label == "blob":
+                row, column = (int(v) for v in rng.integers(16, size - 16, 2))
+                pixels[row - 10 : row + 10, column - 10 : column + 10] = 255
+                centres[index] = (row, column)
+            path = tmp_path / "data" / label / f"{index}.png"
+            path.write_bytes(encode(Image.fromarray(pixels), "PNG"))
+    config = TrainConfig(image_size=size, epochs=25, batch_size=8, learning_rate=3e-3)
+    request = TrainRequest(
+        data=tmp_path / "data",
+        name="blob",
+        output=tmp_path / "models",
+        config=config,
+        spec=InputSpec(height=size, width=size),
+        folds=0,
+        cache_dir=None,
+        runs_dir=tmp_path / "runs",
+    )
+    run(request)
+    settings = Settings(models_dir=tmp_path / "models", intra_op_threads=1)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        hits, seen = 0, []
+        for index in range(20, 30):
+            image = (tmp_path / "data" / "blob" / f"{index}.png").read_bytes()
+            body = client.post("/v1/models/blob/explain", files={"file": ("a", image)}).json()
+            heat = np.array(body["explanation"]["map"])
+            cell = size / heat.shape[0]
+            peak = [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)]
+            # the peak cell must overlap the 20 x 20 blob
+            on_blob = all(
+                p * cell < centre + 10 and centre - 10 < (p + 1) * cell
+                for p, centre in zip(peak, centres[index], strict=True)
+            )
+            hits += body["label"] == "blob" and on_blob
+            seen.append((body["label"], peak, centres[index]))
+        assert hits >= 8, seen

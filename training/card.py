@@ -46,6 +46,7 @@ def build_card(
     training: dict[str, Any],
     evaluation: dict[str, Any],
     changelog: list[str],
+    activation_map: str | None = None,
 ) -> ModelCard:
     """A validated card; DICOM window defaults come from the task preset when known."""
     preset = TASKS.get(name)
@@ -60,7 +61,7 @@ def build_card(
         classes=classes,
         architecture=architecture,
         input=spec,
-        output=OutputSpec(temperature=temperature),
+        output=OutputSpec(temperature=temperature, activation_map=activation_map),
         dicom=DicomSpec(default_window=window, presets=dict(CT_WINDOWS)) if window else None,
         training=training,
         evaluation=evaluation,

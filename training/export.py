@@ -31,24 +31,57 @@ class HorizontalFlip(layers.Layer):
         return keras.ops.flip(inputs, axis=2)
 
 
+@keras.saving.register_keras_serializable(package="ctscan")
+class ClassActivation(layers.Layer):
+    """Class activation maps: the last feature map times the GAP head's dense kernel."""
+
+    def __init__(self, dense: layers.Dense, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dense = dense
+
+    def call(self, features: Any) -> Any:
+        return keras.ops.matmul(features, self.dense.kernel)
+
+
+OUTPUT_NAMES = ("probabilities", "class_activation")
+
+
 def probability_model(
     logits_models: keras.Model | list[keras.Model], temperature: float, tta_flip: bool = False
 ) -> keras.Model:
     """The served graph: mean logits of the models (and of the mirrored image with
-    `tta_flip`) / temperature → softmax, output named `probabilities`."""
+    `tta_flip`) / temperature → softmax as `probabilities`; for GAP heads also the mean class
+    activation map as `class_activation` (N, h, w, classes)."""
     members = logits_models if isinstance(logits_models, list) else [logits_models]
-    if len(members) > 1:  # fold models share a name; the outer graph needs unique ones
-        members = [
-            keras.Model(m.inputs[0], m.outputs[0], name=f"member{i + 1}")
-            for i, m in enumerate(members)
-        ]
     inputs = keras.Input(members[0].input.shape[1:], name="image")
-    views = [inputs, HorizontalFlip(name="mirror")(inputs)] if tta_flip else [inputs]
-    logits = [member(view, training=False) for member in members for view in views]
+    views = [(inputs, False)]
+    if tta_flip:
+        views.append((HorizontalFlip(name="mirror")(inputs), True))
+    logits, maps = [], []
+    for index, member in enumerate(members):
+        scorer = _with_map(member, f"member{index + 1}")
+        for view, mirrored in views:
+            outputs = scorer(view, training=False)
+            logits.append(outputs[0] if isinstance(outputs, list) else outputs)
+            if isinstance(outputs, list):
+                maps.append(HorizontalFlip()(outputs[1]) if mirrored else outputs[1])
     mean = logits[0] if len(logits) == 1 else layers.Average(name="mean_logits")(logits)
     scaled = layers.Rescaling(1.0 / temperature, name="temperature")(mean)
-    outputs = layers.Softmax(name="probabilities")(scaled)
-    return keras.Model(inputs, outputs, name="served")
+    probabilities = layers.Softmax(name="probabilities")(scaled)
+    if len(maps) != len(logits):
+        return keras.Model(inputs, probabilities, name="served")
+    cam = maps[0] if len(maps) == 1 else layers.Average(name="mean_cam")(maps)
+    return keras.Model(inputs, [probabilities, cam], name="served")
+
+
+def _with_map(member: keras.Model, name: str) -> keras.Model:
+    """The member returning [logits, class activation map] when its head is GAP + dense."""
+    names = {layer.name for layer in member.layers}
+    if not {"gap", "logits"} <= names:
+        return keras.Model(member.inputs[0], member.outputs[0], name=name)
+    features = member.get_layer("gap").input
+    cam = ClassActivation(member.get_layer("logits"), name="cam")(features)
+    return keras.Model(member.inputs[0], [member.outputs[0], cam], name=name)
 
 
 def export_onnx(model: keras.Model, path: Path, sample: np.ndarray) -> float:
@@ -71,15 +104,15 @@ def export_onnx(model: keras.Model, path: Path, sample: np.ndarray) -> float:
 
 
 def rename_io(graph: onnx.ModelProto) -> onnx.ModelProto:
-    """Name the single input `image` and output `probabilities`, with a `batch` dimension."""
-    (output,) = graph.graph.output
-    old = output.name
+    """Name the outputs `probabilities` (and `class_activation`), with a `batch` dimension;
+    the input is already `image` (named by keras.Input)."""
+    renames = {o.name: new for o, new in zip(graph.graph.output, OUTPUT_NAMES, strict=False)}
     for node in graph.graph.node:
-        node.output[:] = ["probabilities" if name == old else name for name in node.output]
-    output.name = "probabilities"
-    for value in (graph.graph.input[0], output):
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    for output in graph.graph.output:
+        output.name = renames[output.name]
+    for value in (graph.graph.input[0], *graph.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    graph.graph.input[0].name = graph.graph.input[0].name  # input is named by keras.Input
     return graph
 
 
@@ -87,5 +120,10 @@ def parity(model: keras.Model, path: Path, sample: np.ndarray) -> float:
     """Max abs difference between Keras and onnxruntime outputs on `sample`."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = model.predict(sample, verbose=0)
-    actual = session.run(["probabilities"], {"image": sample.astype(np.float32)})[0]
-    return float(np.abs(expected - actual).max())
+    expected = expected if isinstance(expected, list) else [expected]
+    actual = session.run(None, {"image": sample.astype(np.float32)})
+    probability_gap = float(np.abs(expected[0] - actual[0]).max())
+    if len(expected) > 1:  # maps are unnormalised logits: compare relative to their range
+        span = float(np.abs(expected[1]).max()) or 1.0
+        return max(probability_gap, float(np.abs(expected[1] - actual[1]).max()) / span)
+    return probability_gap

@@ -102,6 +102,7 @@ def _run_into(request: TrainRequest, version: int, staging: Path, started: float
         _training(request, report.__dict__, metrics["shipped"]),
         _evaluation(metrics),
         [f"v{version}: trained by `ctscan train`"],
+        "class_activation" if len(served.outputs) > 1 else None,
     )
     (staging / "metadata.json").write_text(card.model_dump_json(indent=2))
     _keep_keras(request, version, members)

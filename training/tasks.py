@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CT_WINDOWS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "brain": (40.0, 80.0),
-    "subdural": (80.0, 200.0),
-    "bone": (300.0, 2000.0),
-}
+from app.imaging.dicom import WINDOW_PRESETS as CT_WINDOWS
+
+__all__ = ["CT_WINDOWS", "TASKS", "TaskPreset"]
 
 
 @dataclass(frozen=True)

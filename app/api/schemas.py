@@ -41,6 +41,19 @@ class Prediction(BaseModel):
     provider: str = Field(description="onnxruntime execution provider that ran the model")
 
 
+class ExplanationDetail(BaseModel):
+    class_: str = Field(alias="class", description="The explained class")
+    method: str
+    map: list[list[float]] = Field(description="Low-resolution heatmap in [0, 1]")
+    overlay_png_base64: str = Field(description="The slice with the heatmap blended on top")
+
+
+class Explanation(Prediction):
+    """A prediction plus where its evidence lies."""
+
+    explanation: ExplanationDetail
+
+
 class ModelSummary(BaseModel):
     """A served model: its card plus where it runs."""
 

@@ -11,6 +11,13 @@ from app.errors import InvalidImage, UnsupportedMediaType
 from app.imaging.decode import DecodedImage
 
 Window = tuple[float, float]  # (center, width)
+WINDOW_PRESETS: dict[str, Window] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "brain": (40.0, 80.0),
+    "subdural": (80.0, 200.0),
+    "bone": (300.0, 2000.0),
+}
 GREY_INTERPRETATIONS = ("MONOCHROME1", "MONOCHROME2")
 
 

@@ -23,6 +23,9 @@ class OutputSpec(BaseModel):
     name: str = "probabilities"
     kind: Literal["probabilities"] = "probabilities"
     temperature: float = Field(1.0, gt=0, description="Calibration temperature baked in the graph")
+    activation_map: str | None = Field(
+        None, description="Graph output with class activation maps (N, h, w, classes), if any"
+    )
 
 
 class DicomSpec(BaseModel):

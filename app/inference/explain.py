@@ -1,0 +1,43 @@
+"""Class activation maps from the exported graph itself (no TensorFlow at serve time)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from app.errors import BadRequest
+from app.imaging.overlay import normalise_map, overlay_png
+from app.inference.predict import PreparedInput, build_result, normalise
+from app.inference.store import LoadedModel
+
+
+def explain(model: LoadedModel, prepared: PreparedInput, target: str | None) -> dict[str, Any]:
+    """Prediction plus the activation map of `target` (default: the predicted class)."""
+    output = model.card.output
+    if output.activation_map is None:
+        raise BadRequest(f"model {model.card.name} v{model.card.version} has no activation maps")
+    spec = model.card.input
+    probabilities, maps = model.session.run(
+        [output.name, output.activation_map], {spec.name: prepared.tensor[np.newaxis]}
+    )
+    result = build_result(model, prepared.decoded, normalise(np.asarray(probabilities[0])))
+    classes = model.card.classes
+    chosen = target or result["label"]
+    if chosen not in classes:
+        raise BadRequest(f"unknown class {chosen!r}; classes: {classes}")
+    heat = normalise_map(maps[0][:, :, classes.index(chosen)])
+    png = overlay_png(prepared.decoded.pixels, heat)
+    result["explanation"] = {
+        "class": chosen,
+        "method": "CAM (class activation map of the GAP + dense head)",
+        "map": np.round(heat, 4).tolist(),
+        "overlay_png_base64": base64.b64encode(png).decode("ascii"),
+    }
+    return result
+
+
+def overlay_bytes(result: dict[str, Any]) -> bytes:
+    """The overlay PNG of an `explain` result."""
+    return base64.b64decode(result["explanation"]["overlay_png_base64"])
