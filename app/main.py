@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import explain, health, metrics, models, predict
+from app.api import explain, health, metrics, models, predict, web
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference.batchers import Batchers
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.include_router(models.admin_router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(web.router)
     return app
 
 

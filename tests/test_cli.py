@@ -60,25 +60,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_answers_over_real_http(tmp_path: Path) -> None:
-    write_model(tmp_path / "models", "toy")
+def start_server(models_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    """A real `ctscan serve` process on a free loopback port, once it is ready."""
     port = free_port()
     server = subprocess.Popen(
-        [*CTSCAN, "serve", "--port", str(port), "--models-dir", str(tmp_path / "models")],
+        [*CTSCAN, "serve", "--port", str(port), "--models-dir", str(models_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.kill()
+    raise AssertionError("server did not become ready")
+
+
+def test_serve_answers_over_real_http(tmp_path: Path) -> None:
+    write_model(tmp_path / "models", "toy")
+    server, base = start_server(tmp_path / "models")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
         response = httpx.post(
             f"{base}/v1/models/toy/predict", files={"file": ("a.png", png_bytes(10))}, timeout=10
         )

@@ -86,3 +86,12 @@ def test_overlay_helpers() -> None:
     assert colourise(np.array([[0.0, 1.0]])).shape == (1, 2, 3)
     png = overlay_png(np.zeros((1000, 500), np.float32), np.ones((4, 4), np.float32))
     assert Image.open(io.BytesIO(png)).size == (256, 512)
+
+
+def test_web_page_is_self_contained(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "Research use, not for diagnosis" in page
+    assert "http://" not in page and "https://" not in page  # no CDN, works offline
+    assert "default-src 'self'" in response.headers["content-security-policy"]
