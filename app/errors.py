@@ -82,13 +82,15 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, ServiceError):
+        return await _unexpected_error(request, exc)
     return problem_response(exc.status, exc.title, exc.detail, exc.slug, exc.headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, StarletteHTTPException):
+        return await _unexpected_error(request, exc)
     titles = {404: "Not found", 405: "Method not allowed", 413: "Upload too large"}
     title = titles.get(exc.status_code, "HTTP error")
     slug = title.lower().replace(" ", "-")
@@ -96,8 +98,9 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, title, str(exc.detail), slug, headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, RequestValidationError):
+        return await _unexpected_error(request, exc)
     parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
     return problem_response(400, "Bad request", "; ".join(parts), "bad-request")
 

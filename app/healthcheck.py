@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
-import urllib.error
-import urllib.request
 
 
 def main() -> int:
-    port = os.environ.get("CTSCAN_PORT", "8000")
-    url = f"http://127.0.0.1:{port}/health/ready"
+    port = int(os.environ.get("CTSCAN_PORT", "8000"))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=4)
     try:
-        with urllib.request.urlopen(url, timeout=4) as response:
-            return 0 if response.status == 200 else 1
-    except (urllib.error.URLError, OSError):
+        connection.request("GET", "/health/ready")
+        return 0 if connection.getresponse().status == 200 else 1
+    except OSError:
         return 1
+    finally:
+        connection.close()
 
 
 if __name__ == "__main__":

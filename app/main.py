@@ -45,6 +45,9 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.settings = settings
     app.state.store = store or ModelStore(settings)
     app.state.metrics = Metrics()
+    # created again by each lifespan run; these serve callers that run no lifespan
+    app.state.runner = WorkerPool(settings.decoders, settings.max_queue, settings.retry_after_s)
+    app.state.batchers = Batchers(settings, app.state.metrics)
     _add_middleware(app, settings)
     install_error_handlers(app)
     protected = [Depends(require_api_key)]

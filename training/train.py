@@ -189,7 +189,8 @@ def train_head_on_cached_features(
 
     Returns the measured seconds per epoch both ways (through the frozen base vs cached)."""
     base = backbone_of(model)
-    assert base is not None
+    if base is None:
+        raise ValueError(f"{model.name} has no pretrained backbone to freeze")
     base.trainable = False
     extractor = keras.Model(model.input, base.output)
     head = keras.Sequential([keras.Input(base.output.shape[1:]), *_head_layers(model)], name="head")

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 
 from app.api.deps import BatchersDep, MetricsDep, RunnerDep, SettingsDep, StoreDep
 from app.api.schemas import Prediction, problem_responses
@@ -34,6 +34,7 @@ class Pipeline:
     batchers: BatchersDep
     settings: SettingsDep
     metrics: MetricsDep
+    request: Request
 
     async def predict(
         self, name: str, version: int | None, file: UploadFile, window: Window | None = None
@@ -57,9 +58,15 @@ class Pipeline:
     ) -> tuple[LoadedModel, PreparedInput]:
         """The model and the upload decoded and preprocessed for it."""
         model = self.store.get(name, version)
+        await self._one_file_only()
         data = await read_upload(file, self.settings.max_upload_bytes)
         limit = self.settings.max_image_pixels
         return model, await self.runner.run(prepare, model, data, limit, window)
+
+    async def _one_file_only(self) -> None:
+        form = await self.request.form()  # already parsed by FastAPI: cached, not re-read
+        if len(form.getlist("file")) > 1:
+            raise BadRequest("send exactly one file in the `file` field")
 
     async def _predict(
         self, name: str, version: int | None, file: UploadFile, window: Window | None

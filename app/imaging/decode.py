@@ -63,7 +63,7 @@ def decode_image(
 def _open(data: bytes, kind: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("error")  # corrupt-metadata and bomb warnings → refuse
             image = Image.open(io.BytesIO(data))
             _check_size(image, max_pixels)
             frames = int(getattr(image, "n_frames", 1))
@@ -73,7 +73,7 @@ def _open(data: bytes, kind: str, max_pixels: int) -> Image.Image:
             return ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(f"the image is too large to decode safely ({exc})") from exc
-    except _DECODE_ERRORS as exc:
+    except (*_DECODE_ERRORS, Warning) as exc:
         raise InvalidImage(f"the {kind} file cannot be decoded ({exc})") from exc
 
 
