@@ -109,3 +109,32 @@ def test_console_script_is_installed() -> None:
     assert result.returncode == 0
     for command in ("serve", "predict", "train", "evaluate", "export"):
         assert command in result.stdout
+
+
+def test_sigterm_drains_requests_in_flight(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.factories import encode
+
+    write_model(tmp_path / "models", "toy")
+    big = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 3000), dtype=np.uint8)),
+        "PNG",
+    )
+    server, base = start_server(tmp_path / "models")
+
+    def post(_: int) -> int:
+        response = httpx.post(f"{base}/predict", files={"file": ("a.png", big)}, timeout=60)
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = [pool.submit(post, i) for i in range(6)]
+        time.sleep(0.6)  # the uploads are in, decoding is under way
+        server.send_signal(signal.SIGTERM)
+        codes = [f.result(timeout=60) for f in futures]
+    output = server.communicate(timeout=60)[0]
+    assert codes == [200] * 6, output
+    assert "Application shutdown complete" in output

@@ -94,3 +94,10 @@ def test_window_query_parameters(client: TestClient) -> None:
     assert window_of(window="nope") == 400
     assert window_of(window_center="100") == 400
     assert window_of(window="lung", window_width="5") == 400
+
+
+def test_fuzzer_finding_is_a_422() -> None:
+    """Found by tests/fuzz/fuzz_decode.py: a meta group length of odd size crashed pydicom."""
+    data = (Path(__file__).parent / "data" / "fuzz-dicom-wrong-length.bin").read_bytes()
+    with pytest.raises(InvalidImage):
+        decode_image(data)

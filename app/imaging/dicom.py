@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
 
-from app.errors import InvalidImage, UnsupportedMediaType
+from app.errors import InvalidImage, ServiceError, UnsupportedMediaType
 from app.imaging.decode import DecodedImage
 
 Window = tuple[float, float]  # (center, width)
@@ -23,6 +24,15 @@ GREY_INTERPRETATIONS = ("MONOCHROME1", "MONOCHROME2")
 
 def decode_dicom(data: bytes, window: Window | None = None) -> DecodedImage:
     """One DICOM frame, windowed by `window`, else the file's own VOI window, else its range."""
+    try:
+        return _decode(data, window)
+    except ServiceError:
+        raise
+    except Exception as exc:  # untrusted header values fail in pydicom in many ways
+        raise InvalidImage(f"the DICOM file is malformed ({type(exc).__name__})") from exc
+
+
+def _decode(data: bytes, window: Window | None) -> DecodedImage:
     dataset = _read(data)
     interpretation = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
     if interpretation not in GREY_INTERPRETATIONS:
@@ -42,10 +52,15 @@ def _read(data: bytes) -> Any:
     except ImportError as exc:
         raise UnsupportedMediaType("DICOM support is not installed (extra 'dicom')") from exc
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise InvalidImage(f"the DICOM file cannot be parsed ({exc})") from exc
-    if "PixelData" not in dataset:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about many tolerable deviations
+            dataset = pydicom.dcmread(io.BytesIO(data))
+            has_pixels = "PixelData" in dataset
+    except InvalidDicomError as exc:
+        raise InvalidImage(f"not a valid DICOM file ({exc})") from exc
+    except Exception as exc:  # malformed headers raise many pydicom and struct error types
+        raise InvalidImage(f"the DICOM file cannot be parsed ({type(exc).__name__})") from exc
+    if not has_pixels:
         raise InvalidImage("the DICOM file has no pixel data")
     if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
         raise InvalidImage("multi-frame DICOM is not supported; send one frame")
@@ -55,7 +70,9 @@ def _read(data: bytes) -> Any:
 def _modality_values(dataset: Any) -> np.ndarray:
     """Stored values → modality units (Hounsfield for CT) via RescaleSlope / Intercept."""
     try:
-        stored = np.asarray(dataset.pixel_array, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stored = np.asarray(dataset.pixel_array, dtype=np.float64)
     except Exception as exc:  # pydicom raises many types for bad or undecodable pixel data
         raise InvalidImage(f"the DICOM pixel data cannot be decoded ({exc})") from exc
     if stored.ndim != 2 or stored.size == 0:
