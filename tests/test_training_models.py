@@ -179,3 +179,35 @@ def test_heatmap_peak_falls_on_the_blob(tmp_path: Path) -> None:
             hits += body["label"] == "blob" and on_blob
             seen.append((body["label"], peak, centres[index]))
         assert hits >= 8, seen
+
+
+def test_ensemble_ship_and_reexport(tmp_path: Path) -> None:
+    from app.inference.store import load_model_dir, sha256_file
+    from training.pipeline import TrainRequest, run
+    from training.reexport import reexport
+    from training.train import TrainConfig
+
+    blob_dataset(tmp_path / "data")
+    config = TrainConfig(image_size=32, epochs=1, batch_size=8)
+    request = TrainRequest(
+        data=tmp_path / "data",
+        name="ens",
+        output=tmp_path / "models",
+        config=config,
+        spec=InputSpec(height=32, width=32),
+        folds=2,
+        cache_dir=None,
+        runs_dir=tmp_path / "runs",
+        ship="ensemble",
+    )
+    folder = run(request)
+    card = json.loads((folder / "metadata.json").read_text())
+    assert card["architecture"]["ensemble_members"] == 2
+    assert card["output"]["activation_map"] == "class_activation"
+    assert len(list((tmp_path / "runs" / "ens" / "1").glob("logits-*.keras"))) == 2
+    difference = reexport(tmp_path / "runs" / "ens" / "1", folder, tmp_path / "data")
+    assert difference <= 1e-4
+    refreshed = json.loads((folder / "metadata.json").read_text())
+    assert refreshed["sha256"] == sha256_file(folder / "model.onnx")
+    assert "re-exported" in refreshed["changelog"][-1]
+    assert load_model_dir(folder, "ens", 1, Settings(intra_op_threads=1)).card.version == 1

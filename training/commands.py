@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -64,6 +63,7 @@ def train(
     max_samples: Annotated[int | None, typer.Option(help="Subsample for a quick run")] = None,
     output: Annotated[Path, typer.Option(help="Model store to write into")] = Path("models"),
     cache_dir: Annotated[Path, typer.Option(help="Preprocessed-array cache")] = Path("cache"),
+    runs_dir: Annotated[Path, typer.Option(help="Where the Keras models are kept")] = Path("runs"),
 ) -> None:
     """Cross-validate, calibrate, train on all data and export a new model version."""
     require_training_extra()
@@ -117,6 +117,7 @@ def train(
         label_map=parse_label_map(label_map),
         max_samples=max_samples,
         ship=ship,
+        runs_dir=runs_dir,
     )
     folder = run(request)
     typer.echo(f"wrote {folder}")
@@ -150,23 +151,21 @@ def evaluate(
 
 
 def export(
-    keras_file: Annotated[
-        Path, typer.Option(exists=True, dir_okay=False, help="A saved .keras logits model")
+    run: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="runs/NAME/VERSION (logits-*.keras)")
     ],
-    output: Annotated[Path, typer.Option(help="Where to write model.onnx")],
-    temperature: Annotated[float, typer.Option(help="Calibration temperature")] = 1.0,
+    model_dir: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="models/NAME/VERSION to refresh")
+    ],
+    data: Annotated[
+        Path | None, typer.Option(help="Labelled images for the parity check (default: noise)")
+    ] = None,
 ) -> None:
-    """Export a saved Keras logits model to ONNX with softmax inside; parity-checked."""
+    """Re-export kept Keras models into an existing model version: rebuild the served graph
+    (temperature and test-time augmentation from its card), check parity, update the card."""
     require_training_extra()
     configure_logging()
-    import keras
-    import numpy as np
+    from training.reexport import reexport
 
-    from training.export import export_onnx, probability_model
-
-    model = keras.saving.load_model(keras_file)
-    shape = (8, *model.input.shape[1:])
-    sample = np.random.default_rng(0).random(shape, dtype=np.float32)
-    difference = export_onnx(probability_model(model, temperature), output, sample)
-    logging.getLogger(__name__).info("parity %.2e", difference)
-    typer.echo(f"wrote {output} (parity max abs diff {difference:.2e})")
+    difference = reexport(run, model_dir, data)
+    typer.echo(f"wrote {model_dir / 'model.onnx'} (parity max abs diff {difference:.2e})")

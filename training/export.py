@@ -46,25 +46,50 @@ class ClassActivation(layers.Layer):
 OUTPUT_NAMES = ("probabilities", "class_activation")
 
 
+@keras.saving.register_keras_serializable(package="ctscan")
+class WithMirror(layers.Layer):
+    """(N, ...) images → (2N, ...): the batch followed by its mirror image, so each model runs
+    once on both views."""
+
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.concatenate([inputs, keras.ops.flip(inputs, axis=2)], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="ctscan")
+class MirrorMean(layers.Layer):
+    """(2N, ...) → (N, ...): mean of each item and its mirror's result (maps flipped back)."""
+
+    def __init__(self, flip_back: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.flip_back = flip_back
+
+    def call(self, inputs: Any) -> Any:
+        direct, mirrored = keras.ops.split(inputs, 2, axis=0)
+        if self.flip_back:
+            mirrored = keras.ops.flip(mirrored, axis=2)
+        return (direct + mirrored) / 2.0
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "flip_back": self.flip_back}
+
+
 def probability_model(
     logits_models: keras.Model | list[keras.Model], temperature: float, tta_flip: bool = False
 ) -> keras.Model:
-    """The served graph: mean logits of the models (and of the mirrored image with
-    `tta_flip`) / temperature → softmax as `probabilities`; for GAP heads also the mean class
-    activation map as `class_activation` (N, h, w, classes)."""
+    """The served graph: mean logits of the models (each run once on the image and, with
+    `tta_flip`, its mirror) / temperature → softmax as `probabilities`; for GAP heads also
+    the mean class activation map as `class_activation` (N, h, w, classes)."""
     members = logits_models if isinstance(logits_models, list) else [logits_models]
     inputs = keras.Input(members[0].input.shape[1:], name="image")
-    views = [(inputs, False)]
-    if tta_flip:
-        views.append((HorizontalFlip(name="mirror")(inputs), True))
+    batch = WithMirror(name="with_mirror")(inputs) if tta_flip else inputs
     logits, maps = [], []
     for index, member in enumerate(members):
-        scorer = _with_map(member, f"member{index + 1}")
-        for view, mirrored in views:
-            outputs = scorer(view, training=False)
-            logits.append(outputs[0] if isinstance(outputs, list) else outputs)
-            if isinstance(outputs, list):
-                maps.append(HorizontalFlip()(outputs[1]) if mirrored else outputs[1])
+        outputs = _with_map(member, f"member{index + 1}")(batch, training=False)
+        pair = outputs if isinstance(outputs, list) else [outputs]
+        if tta_flip:
+            pair = [MirrorMean(flip_back=i == 1)(out) for i, out in enumerate(pair)]
+        logits.append(pair[0])
+        maps.extend(pair[1:])
     mean = logits[0] if len(logits) == 1 else layers.Average(name="mean_logits")(logits)
     scaled = layers.Rescaling(1.0 / temperature, name="temperature")(mean)
     probabilities = layers.Softmax(name="probabilities")(scaled)

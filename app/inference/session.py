@@ -72,7 +72,7 @@ def check_signature(session: ort.InferenceSession, card: ModelCard) -> None:
         raise ModelLoadError(f"graph gives {width} outputs for {len(card.classes)} classes")
 
 
-def warm_up(session: ort.InferenceSession, card: ModelCard, batch: int = 1, runs: int = 2) -> None:
+def warm_up(session: ort.InferenceSession, card: ModelCard, batch: int = 1, runs: int = 1) -> None:
     """Run the graph on blank input at a batch size that will be used, so the first request
     pays no lazy initialisation."""
     spec = card.input

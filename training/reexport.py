@@ -1,0 +1,49 @@
+"""Rebuild a model version's ONNX graph from its kept Keras models, and refresh its card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from app.inference.card import ModelCard
+from app.inference.store import sha256_file
+from training.arrays import load_arrays
+from training.card import framework_versions
+from training.data import clean, discover
+from training.export import export_onnx, probability_model
+
+
+def reexport(run: Path, model_dir: Path, data: Path | None = None) -> float:
+    """Export `run/logits-*.keras` into `model_dir` with the card's temperature and TTA."""
+    card = ModelCard.model_validate_json((model_dir / "metadata.json").read_bytes())
+    members = [keras.saving.load_model(p) for p in sorted(run.glob("logits-*.keras"))]
+    if not members:
+        raise FileNotFoundError(f"no logits-*.keras in {run}")
+    tta = bool(card.architecture.get("test_time_augmentation"))
+    served = probability_model(members, card.output.temperature, tta)
+    sample = _parity_sample(card, data)
+    with tempfile.TemporaryDirectory(dir=model_dir) as scratch:
+        staged = Path(scratch) / "model.onnx"
+        difference = export_onnx(served, staged, sample)
+        staged.replace(model_dir / "model.onnx")
+    card.sha256 = sha256_file(model_dir / "model.onnx")
+    card.output.activation_map = "class_activation" if len(served.outputs) > 1 else None
+    card.framework = framework_versions()
+    card.evaluation["parity_max_abs_diff"] = difference
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    card.changelog.append(f"{stamp}: graph re-exported by `ctscan export` (same weights)")
+    (model_dir / "metadata.json").write_text(card.model_dump_json(indent=2))
+    return difference
+
+
+def _parity_sample(card: ModelCard, data: Path | None) -> np.ndarray:
+    spec = card.input
+    if data is None:
+        rng = np.random.default_rng(0)
+        return rng.random((8, spec.height, spec.width, spec.channels), dtype=np.float32)
+    samples, _ = clean(discover(data), data)
+    return load_arrays(samples[:: max(1, len(samples) // 16)][:16], spec, None)
