@@ -142,3 +142,15 @@ def test_png_written_by_pillow_roundtrips() -> None:
     buffer = io.BytesIO()
     Image.fromarray(RAMP8).save(buffer, format="PNG")
     assert np.allclose(decode_image(buffer.getvalue()).pixels * 255, RAMP8)
+
+
+def test_concurrent_decoding_leaves_warning_filters_alone() -> None:
+    """Decoding runs in worker threads; it must not swap the process-wide warning filters."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = list(warnings.filters)
+    data = encode(Image.fromarray(RAMP8), "PNG")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: decode_image(data), range(200)))
+    assert list(warnings.filters) == before

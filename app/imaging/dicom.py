@@ -11,6 +11,10 @@ import numpy as np
 from app.errors import InvalidImage, ServiceError, UnsupportedMediaType
 from app.imaging.decode import DecodedImage
 
+# pydicom's warnings can quote header values (patient data): never let them reach the logs.
+# Set once for the process; warnings.catch_warnings() is not thread-safe.
+warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+
 Window = tuple[float, float]  # (center, width)
 WINDOW_PRESETS: dict[str, Window] = {
     "lung": (-600.0, 1500.0),
@@ -52,10 +56,8 @@ def _read(data: bytes) -> Any:
     except ImportError as exc:
         raise UnsupportedMediaType("DICOM support is not installed (extra 'dicom')") from exc
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about many tolerable deviations
-            dataset = pydicom.dcmread(io.BytesIO(data))
-            has_pixels = "PixelData" in dataset
+        dataset = pydicom.dcmread(io.BytesIO(data))
+        has_pixels = "PixelData" in dataset
     except InvalidDicomError as exc:
         raise InvalidImage(f"not a valid DICOM file ({exc})") from exc
     except Exception as exc:  # malformed headers raise many pydicom and struct error types
@@ -70,9 +72,7 @@ def _read(data: bytes) -> Any:
 def _modality_values(dataset: Any) -> np.ndarray:
     """Stored values → modality units (Hounsfield for CT) via RescaleSlope / Intercept."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            stored = np.asarray(dataset.pixel_array, dtype=np.float64)
+        stored = np.asarray(dataset.pixel_array, dtype=np.float64)
     except Exception as exc:  # pydicom raises many types for bad or undecodable pixel data
         raise InvalidImage(f"the DICOM pixel data cannot be decoded ({exc})") from exc
     if stored.ndim != 2 or stored.size == 0:
