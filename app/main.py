@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import explain, health, metrics, models, predict, web
+from app.api import explain, health, metrics, models, oip, predict, web
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference.batchers import Batchers
@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     protected = [Depends(require_api_key)]
     app.include_router(predict.router, dependencies=protected)
     app.include_router(explain.router, dependencies=protected)
+    app.include_router(oip.router, dependencies=protected)
+    app.include_router(oip.open_router)
     app.include_router(models.router, dependencies=protected)
     app.include_router(models.admin_router)
     app.include_router(health.router)

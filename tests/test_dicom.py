@@ -101,3 +101,18 @@ def test_fuzzer_finding_is_a_422() -> None:
     data = (Path(__file__).parent / "data" / "fuzz-dicom-wrong-length.bin").read_bytes()
     with pytest.raises(InvalidImage):
         decode_image(data)
+
+
+def test_brain_and_lung_windows_give_different_inputs(client: TestClient) -> None:
+    ramp = (np.tile(np.arange(64), (64, 1)) * 40).astype(np.uint16)  # -1024 … 1496 HU
+    data = dicom_bytes(ramp)
+    brain = decode_image(data, window=(40.0, 80.0)).pixels
+    lung = decode_image(data, window=(-600.0, 1500.0)).pixels
+    assert np.abs(brain - lung).mean() > 0.1
+    answers = {
+        name: client.post("/predict", params={"window": name}, files={"file": ("s", data)}).json()
+        for name in ("brain", "lung")
+    }
+    assert answers["brain"]["input"]["window"] == "center 40, width 80"
+    assert answers["lung"]["input"]["window"] == "center -600, width 1500"
+    assert answers["brain"]["probabilities"] != answers["lung"]["probabilities"]

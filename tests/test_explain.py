@@ -62,6 +62,7 @@ def test_class_parameter_and_png_answer(tmp_path: Path) -> None:
         headers={"Accept": "image/png"},
     )
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (32, 32)  # the upload's own size
     overlay = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"), dtype=float)
     # evidence for "bright" sits on the right half: it is tinted, the left half stays grey
     left, right = overlay[:, :12], overlay[:, 20:]
@@ -85,7 +86,9 @@ def test_overlay_helpers() -> None:
     assert not normalise_map(np.full((3, 3), -1.0)).any()
     assert colourise(np.array([[0.0, 1.0]])).shape == (1, 2, 3)
     png = overlay_png(np.zeros((1000, 500), np.float32), np.ones((4, 4), np.float32))
-    assert Image.open(io.BytesIO(png)).size == (256, 512)
+    assert Image.open(io.BytesIO(png)).size == (500, 1000)
+    small = overlay_png(np.zeros((1000, 500), np.float32), np.ones((4, 4)), max_side=512)
+    assert Image.open(io.BytesIO(small)).size == (256, 512)
 
 
 def test_web_page_is_self_contained(client: TestClient) -> None:

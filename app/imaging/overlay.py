@@ -37,11 +37,12 @@ def resize_map(heat: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def overlay_png(
-    grey: np.ndarray, heat: np.ndarray, max_side: int = 512, alpha: float = 0.45
+    grey: np.ndarray, heat: np.ndarray, max_side: int | None = None, alpha: float = 0.45
 ) -> bytes:
-    """The slice (grey [0, 1]) with the heatmap blended on top, as PNG bytes."""
+    """The slice (grey [0, 1]) with the heatmap blended on top, as PNG bytes, at the slice's
+    own size (or shrunk to `max_side`)."""
     height, width = grey.shape
-    scale = min(1.0, max_side / max(height, width))
+    scale = min(1.0, max_side / max(height, width)) if max_side else 1.0
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     base = Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8)).resize(size)
     heat_rgb = colourise(resize_map(heat, *size))
