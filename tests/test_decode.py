@@ -154,3 +154,12 @@ def test_concurrent_decoding_leaves_warning_filters_alone() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda _: decode_image(data), range(200)))
     assert list(warnings.filters) == before
+
+
+def test_fuzzer_finding_tiff_unknown_compression() -> None:
+    """Found by tests/fuzz/fuzz_decode.py: an unknown TIFF compression code raised KeyError."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "data" / "fuzz-tiff-unknown-compression.bin").read_bytes()
+    with pytest.raises(InvalidImage):
+        decode_image(data)

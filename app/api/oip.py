@@ -15,11 +15,13 @@ from fastapi.responses import JSONResponse
 from app import __version__
 from app.api.deps import StoreDep
 from app.api.oip_codec import parse_request, response_body
-from app.api.predict import PipelineDep
+from app.api.predict import ERRORS, PipelineDep
+from app.api.schemas import problem_responses
 from app.errors import BadRequest
 from app.inference.predict import prepare, run_batch
 from app.inference.store import LoadedModel
 
+LOOKUP_ERRORS = problem_responses(400, 404, 503)
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 open_router = APIRouter(prefix="/v2", tags=["open inference protocol"])  # no API key needed
 
@@ -34,7 +36,9 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@open_router.get("/health/ready", summary="Server ready")
+@open_router.get(
+    "/health/ready", summary="Server ready", responses={503: {"description": "Not ready"}}
+)
 async def server_ready(store: StoreDep) -> JSONResponse:
     ready = bool(store.readiness()["ready"])
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
@@ -60,22 +64,28 @@ def model_metadata(store: Any, model: LoadedModel) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}", summary="Model metadata", responses=LOOKUP_ERRORS)
 async def metadata(name: str, store: StoreDep) -> dict[str, Any]:
     return model_metadata(store, store.get(name))
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+@router.get(
+    "/models/{name}/versions/{version}", summary="Model version metadata", responses=LOOKUP_ERRORS
+)
 async def version_metadata(name: str, version: int, store: StoreDep) -> dict[str, Any]:
     return model_metadata(store, store.get(name, version))
 
 
-@router.get("/models/{name}/ready", summary="Model ready")
+@router.get("/models/{name}/ready", summary="Model ready", responses=LOOKUP_ERRORS)
 async def model_ready(name: str, store: StoreDep) -> dict[str, Any]:
     return {"name": store.get(name).card.name, "ready": True}
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model version ready")
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="Model version ready",
+    responses=LOOKUP_ERRORS,
+)
 async def version_ready(name: str, version: int, store: StoreDep) -> dict[str, Any]:
     return {"name": store.get(name, version).card.name, "ready": True}
 
@@ -83,14 +93,18 @@ async def version_ready(name: str, version: int, store: StoreDep) -> dict[str, A
 InferHeader = Annotated[str | None, Header(alias="Inference-Header-Content-Length")]
 
 
-@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)")
+@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)", responses=ERRORS)
 async def infer(
     name: str, request: Request, pipeline: PipelineDep, header_length: InferHeader = None
 ) -> dict[str, Any]:
     return await _infer(pipeline.store.get(name), request, pipeline, header_length)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference, pinned version")
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference, pinned version",
+    responses=ERRORS,
+)
 async def infer_version(
     name: str,
     version: int,

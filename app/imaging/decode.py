@@ -14,7 +14,21 @@ from app.imaging.formats import sniff_format
 
 __all__ = ["DecodedImage", "decode_image", "sniff_format"]
 
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError)
+# What Pillow's format plugins raise on malformed files (KeyError: found by the fuzzer, an
+# unknown TIFF compression code).
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    ZeroDivisionError,
+    OverflowError,
+)
 
 
 @dataclass(frozen=True)
