@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="onnxruntime execution providers, in order of preference",
     )
     intra_op_threads: int = Field(0, ge=0, description="0 = the CPUs this process may use")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimisation level"
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE", description="CUDA provider: cuDNN convolution algorithm search"
+    )
     decode_workers: int = Field(0, ge=0, description="Decode threads; 0 = the CPUs we may use")
     max_queue: int = Field(64, ge=1, description="Requests waiting per stage before 503")
     max_batch_size: int = Field(8, ge=1, description="Images per session.run; 1 = no batching")

@@ -8,10 +8,19 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from app.config import Settings
 from app.errors import ModelLoadError
 from app.inference.card import ModelCard
 
 log = logging.getLogger(__name__)
+
+
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 
 
 def choose_providers(preferred: list[str]) -> list[str]:
@@ -21,29 +30,38 @@ def choose_providers(preferred: list[str]) -> list[str]:
     return [*chosen, "CPUExecutionProvider"]
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    """Explicit thread counts and full graph optimisation."""
+def provider_options(providers: list[str], settings: Settings) -> list[dict[str, str]]:
+    """Per-provider options: cuDNN algorithm search and a right-sized arena for CUDA."""
+    cuda = {
+        "cudnn_conv_algo_search": settings.cudnn_conv_algo_search,
+        "arena_extend_strategy": "kSameAsRequested",
+        "do_copy_in_default_stream": "1",
+    }
+    return [cuda if p == "CUDAExecutionProvider" else {} for p in providers]
+
+
+def session_options(threads: int, level: str = "all") -> ort.SessionOptions:
+    """Explicit thread counts and the chosen graph optimisation level."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[level]
     options.log_severity_level = 3
     return options
 
 
 def create_session(
-    model_path: Path,
-    card: ModelCard,
-    preferred: list[str],
-    threads: int,
-    warm_batches: tuple[int, ...] = (1,),
+    model_path: Path, card: ModelCard, settings: Settings, warm_batches: tuple[int, ...] = (1,)
 ) -> tuple[ort.InferenceSession, str]:
     """A checked, warmed-up session and the execution provider it really uses."""
-    providers = choose_providers(preferred)
+    providers = choose_providers(settings.providers)
     try:
         session = ort.InferenceSession(
-            str(model_path), sess_options=session_options(threads), providers=providers
+            str(model_path),
+            sess_options=session_options(settings.threads, settings.graph_optimization),
+            providers=providers,
+            provider_options=provider_options(providers, settings),
         )
     except Exception as exc:  # onnxruntime raises its own unexported exception types
         raise ModelLoadError(f"onnxruntime cannot load {model_path.name}: {exc}") from exc

@@ -166,7 +166,7 @@ def load_model_dir(path: Path, name: str, version: int, settings: Settings) -> L
         raise ModelLoadError(f"sha256 of model.onnx is {digest}, card says {card.sha256}")
     max_batch = settings.batching_for(name)[0]
     warm = (1,) if max_batch == 1 else (1, max_batch)
-    session, provider = create_session(onnx_path, card, settings.providers, settings.threads, warm)
+    session, provider = create_session(onnx_path, card, settings, warm)
     return LoadedModel(card, session, provider, path, 0.0)
 
 

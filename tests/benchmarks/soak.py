@@ -26,9 +26,20 @@ from tests.benchmarks.run import resident_mb, sample_images
 def start(models_dir: Path, port: int, queue: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CTSCAN_MAX_QUEUE": str(queue), "CTSCAN_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
-        [sys.executable, "-c", "from app.cli import main; main()", "serve", "--port", str(port),
-         "--models-dir", str(models_dir)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "from app.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            "--models-dir",
+            str(models_dir),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(600):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
@@ -48,7 +59,9 @@ async def soak(url: str, images: list[bytes], concurrency: int, seconds: float) 
         index = offset
         while time.monotonic() < deadline:
             try:
-                response = await client.post(url, files={"file": ("x", images[index % len(images)])})
+                response = await client.post(
+                    url, files={"file": ("x", images[index % len(images)])}
+                )
                 outcomes[str(response.status_code)] += 1
             except httpx.HTTPError as exc:
                 outcomes[type(exc).__name__] += 1
@@ -105,13 +118,22 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     growth = (after - before) / before * 100
-    print(f"soak: {args.minutes} min at c{args.concurrency}: {dict(outcomes)}; "
-          f"RSS {before:.0f} → {after:.0f} MB ({growth:+.1f} %)")
-    print(f"overload: {4 * args.queue} at once with queue {args.queue}: {dict(overload)}; "
-          f"slowest {slowest:.1f} s (limit {args.timeout:.0f} s)")
+    print(
+        f"soak: {args.minutes} min at c{args.concurrency}: {dict(outcomes)}; "
+        f"RSS {before:.0f} → {after:.0f} MB ({growth:+.1f} %)"
+    )
+    print(
+        f"overload: {4 * args.queue} at once with queue {args.queue}: {dict(overload)}; "
+        f"slowest {slowest:.1f} s (limit {args.timeout:.0f} s)"
+    )
     print(f"recovery: {recovered}")
-    ok = (set(outcomes) == {"200"} and growth < 10 and recovered == 200
-          and set(overload) <= {"200", "503+retry-after"} and slowest <= args.timeout)
+    ok = (
+        set(outcomes) == {"200"}
+        and growth < 10
+        and recovered == 200
+        and set(overload) <= {"200", "503+retry-after"}
+        and slowest <= args.timeout
+    )
     print("PASS" if ok else "FAIL")
     sys.exit(0 if ok else 1)
 
