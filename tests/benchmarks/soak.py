@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -20,35 +19,12 @@ from pathlib import Path
 
 import httpx
 
-from tests.benchmarks.run import resident_mb, sample_images
+from tests.benchmarks.run import resident_mb, sample_images, start_service
 
 
 def start(models_dir: Path, port: int, queue: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CTSCAN_MAX_QUEUE": str(queue), "CTSCAN_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from app.cli import main; main()",
-            "serve",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("service did not become ready")
+    env = {"CTSCAN_MAX_QUEUE": str(queue), "CTSCAN_LOG_LEVEL": "WARNING"}
+    return start_service(models_dir, port, env)[0]
 
 
 async def soak(url: str, images: list[bytes], concurrency: int, seconds: float) -> Counter[str]:
