@@ -211,3 +211,41 @@ def test_ensemble_ship_and_reexport(tmp_path: Path) -> None:
     assert refreshed["sha256"] == sha256_file(folder / "model.onnx")
     assert "re-exported" in refreshed["changelog"][-1]
     assert load_model_dir(folder, "ens", 1, Settings(intra_op_threads=1)).card.version == 1
+
+
+def test_pretrained_backbone_two_stages(tmp_path: Path) -> None:
+    """A local weights file: stage 1 on cached backbone features (speed-up measured), stage 2
+    fine-tunes the tail; exports with parity."""
+    import keras
+
+    from training.pipeline import TrainRequest, run
+    from training.train import TrainConfig
+
+    weights = tmp_path / "resnet50_notop.weights.h5"
+    keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(weights)
+    blob_dataset(tmp_path / "data", per_class=8)
+    config = TrainConfig(
+        arch="resnet50",
+        weights=str(weights),
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        fine_tune_layers=5,
+        fine_tune_epochs=1,
+    )
+    request = TrainRequest(
+        data=tmp_path / "data",
+        name="pre",
+        output=tmp_path / "models",
+        config=config,
+        spec=InputSpec(height=32, width=32),
+        folds=0,
+        cache_dir=None,
+        runs_dir=tmp_path / "runs",
+    )
+    card = json.loads((run(request) / "metadata.json").read_text())
+    cache = card["training"]["shipped"]["feature_cache"]
+    assert cache["speedup_per_epoch"] > 0 and cache["through_base_epoch_seconds"] > 0
+    assert card["evaluation"]["parity_max_abs_diff"] <= 1e-4

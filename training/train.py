@@ -192,8 +192,10 @@ def train_head_on_cached_features(
     if base is None:
         raise ValueError(f"{model.name} has no pretrained backbone to freeze")
     base.trainable = False
-    extractor = keras.Model(model.input, base.output)
-    head = keras.Sequential([keras.Input(base.output.shape[1:]), *_head_layers(model)], name="head")
+    head_layers = _head_layers(model)
+    features_out = head_layers[0].input  # the backbone's output inside the outer graph
+    extractor = keras.Model(model.input, features_out)
+    head = keras.Sequential([keras.Input(features_out.shape[1:]), *head_layers], name="head")
     labels = _one_hot(y, classes)
     compile_model(model, config.learning_rate, config, classes)
     started = time.perf_counter()
