@@ -57,5 +57,4 @@ async def require_admin_key(
         raise _challenge("an admin API key is required (CTSCAN_ADMIN_KEYS)")
 
 
-ApiKey = Depends(require_api_key)
 AdminKey = Depends(require_admin_key)

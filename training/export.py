@@ -24,14 +24,6 @@ class ParityError(RuntimeError):
 
 
 @keras.saving.register_keras_serializable(package="ctscan")
-class HorizontalFlip(layers.Layer):
-    """Mirror images left-right (for test-time augmentation inside the graph)."""
-
-    def call(self, inputs: Any) -> Any:
-        return keras.ops.flip(inputs, axis=2)
-
-
-@keras.saving.register_keras_serializable(package="ctscan")
 class ClassActivation(layers.Layer):
     """Class activation maps: the last feature map times the GAP head's dense kernel."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import struct
 from typing import Any
 
@@ -11,8 +10,6 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from app.errors import BadRequest
-
-HEADER_LENGTH = "inference-header-content-length"
 
 
 class TensorIn(BaseModel):
@@ -131,7 +128,3 @@ def response_body(
     if request_id is not None:
         body["id"] = request_id
     return body
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value).encode()
