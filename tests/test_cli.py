@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,8 +14,8 @@ import httpx
 import pytest
 
 from tests.factories import png_bytes, write_model
-
-CTSCAN = [sys.executable, "-c", "from app.cli import main; main()"]
+from tests.server import CTSCAN
+from tests.server import start_server as serve
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,32 +53,10 @@ def test_predict_reports_bad_input_and_unknown_model(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Unknown model" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(models_dir: Path) -> tuple[subprocess.Popen[str], str]:
     """A real `ctscan serve` process on a free loopback port, once it is ready."""
-    port = free_port()
-    server = subprocess.Popen(
-        [*CTSCAN, "serve", "--port", str(port), "--models-dir", str(models_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return server, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.kill()
-    raise AssertionError("server did not become ready")
+    server, base, _ = serve(models_dir)
+    return server, base
 
 
 def test_serve_answers_over_real_http(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,23 +40,32 @@ def blob_dataset(root: Path, per_class: int = 12, size: int = 48) -> None:
             (folder / f"{index}.png").write_bytes(encode(Image.fromarray(pixels), "PNG"))
 
 
+def tiny_request(tmp_path: Path, name: str, config: Any, folds: int, ship: str = "final") -> Any:
+    """A training request over `tmp_path/data`, writing into `tmp_path/models` and `/runs`."""
+    from training.pipeline import TrainRequest
+
+    size = config.image_size
+    return TrainRequest(
+        data=tmp_path / "data",
+        name=name,
+        output=tmp_path / "models",
+        config=config,
+        spec=InputSpec(height=size, width=size),
+        folds=folds,
+        cache_dir=None,
+        runs_dir=tmp_path / "runs",
+        ship=ship,
+    )
+
+
 @pytest.mark.parametrize(("arch", "folds"), [("compact", 2), ("resnet50", 0), ("vgg19", 0)])
 def test_train_export_and_serve(arch: str, folds: int, tmp_path: Path) -> None:
-    from training.pipeline import TrainRequest, run
+    from training.pipeline import run
     from training.train import TrainConfig
 
     blob_dataset(tmp_path / "data")
     config = TrainConfig(arch=arch, image_size=32, epochs=1, batch_size=8, patience=1)
-    request = TrainRequest(
-        data=tmp_path / "data",
-        name=f"blob-{arch}",
-        output=tmp_path / "models",
-        config=config,
-        spec=InputSpec(height=32, width=32),
-        folds=folds,
-        cache_dir=None,
-        runs_dir=tmp_path / "runs",
-    )
+    request = tiny_request(tmp_path, f"blob-{arch}", config, folds=folds)
     folder = run(request)
     card = json.loads((folder / "metadata.json").read_text())
     assert card["evaluation"]["parity_max_abs_diff"] <= 1e-4
@@ -135,7 +145,7 @@ def test_local_weights_file_is_loaded(tmp_path: Path) -> None:
 def test_heatmap_peak_falls_on_the_blob(tmp_path: Path) -> None:
     """Trained where the class `blob` is a bright blob anywhere (else `clear`): the CAM of the
     predicted class must peak on the blob, through the exported ONNX graph and the API."""
-    from training.pipeline import TrainRequest, run
+    from training.pipeline import run
     from training.train import TrainConfig
 
     size, rng, centres = 128, np.random.default_rng(1), {}
@@ -150,16 +160,7 @@ def test_heatmap_peak_falls_on_the_blob(tmp_path: Path) -> None:
             path = tmp_path / "data" / label / f"{index}.png"
             path.write_bytes(encode(Image.fromarray(pixels), "PNG"))
     config = TrainConfig(image_size=size, epochs=25, batch_size=8, learning_rate=3e-3)
-    request = TrainRequest(
-        data=tmp_path / "data",
-        name="blob",
-        output=tmp_path / "models",
-        config=config,
-        spec=InputSpec(height=size, width=size),
-        folds=0,
-        cache_dir=None,
-        runs_dir=tmp_path / "runs",
-    )
+    request = tiny_request(tmp_path, "blob", config, folds=0)
     run(request)
     settings = Settings(models_dir=tmp_path / "models", intra_op_threads=1)
     with TestClient(create_app(settings)) as client:
@@ -183,23 +184,13 @@ def test_heatmap_peak_falls_on_the_blob(tmp_path: Path) -> None:
 
 def test_ensemble_ship_and_reexport(tmp_path: Path) -> None:
     from app.inference.store import load_model_dir, sha256_file
-    from training.pipeline import TrainRequest, run
+    from training.pipeline import run
     from training.reexport import reexport
     from training.train import TrainConfig
 
     blob_dataset(tmp_path / "data")
     config = TrainConfig(image_size=32, epochs=1, batch_size=8)
-    request = TrainRequest(
-        data=tmp_path / "data",
-        name="ens",
-        output=tmp_path / "models",
-        config=config,
-        spec=InputSpec(height=32, width=32),
-        folds=2,
-        cache_dir=None,
-        runs_dir=tmp_path / "runs",
-        ship="ensemble",
-    )
+    request = tiny_request(tmp_path, "ens", config, folds=2, ship="ensemble")
     folder = run(request)
     card = json.loads((folder / "metadata.json").read_text())
     assert card["architecture"]["ensemble_members"] == 2
@@ -218,7 +209,7 @@ def test_pretrained_backbone_two_stages(tmp_path: Path) -> None:
     fine-tunes the tail; exports with parity."""
     import keras
 
-    from training.pipeline import TrainRequest, run
+    from training.pipeline import run
     from training.train import TrainConfig
 
     weights = tmp_path / "resnet50_notop.weights.h5"
@@ -235,16 +226,7 @@ def test_pretrained_backbone_two_stages(tmp_path: Path) -> None:
         fine_tune_layers=5,
         fine_tune_epochs=1,
     )
-    request = TrainRequest(
-        data=tmp_path / "data",
-        name="pre",
-        output=tmp_path / "models",
-        config=config,
-        spec=InputSpec(height=32, width=32),
-        folds=0,
-        cache_dir=None,
-        runs_dir=tmp_path / "runs",
-    )
+    request = tiny_request(tmp_path, "pre", config, folds=0)
     card = json.loads((run(request) / "metadata.json").read_text())
     cache = card["training"]["shipped"]["feature_cache"]
     assert cache["speedup_per_epoch"] > 0 and cache["through_base_epoch_seconds"] > 0

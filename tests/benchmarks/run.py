@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from app.config import Settings
 from app.inference.predict import prepare, run_batch
 from app.inference.store import ModelStore
 from tests.factories import encode
+from tests.server import start_server
 
 DATASET_IMAGES = Path("../shared/datasets/chest_ct/train")
 
@@ -92,34 +91,6 @@ async def http_load(
     }
 
 
-def start_service(models_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
-    started = time.perf_counter()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from app.cli import main; main()",
-            "serve",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = started + 120
-    while time.perf_counter() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return server, time.perf_counter() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    server.kill()
-    raise RuntimeError("service did not become ready")
-
-
 def resident_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -138,7 +109,7 @@ def main() -> None:
     images = sample_images()
     raw = raw_pipeline(args.models_dir, args.model, images, args.raw_seconds)
     best = max(raw, key=lambda b: raw[b])
-    server, ready_s = start_service(args.models_dir, args.port)
+    server, _, ready_s = start_server(args.models_dir, args.port, capture=False)
     try:
         base = f"http://127.0.0.1:{args.port}"
         asyncio.run(http_load(base, args.model, images, 4, 40))  # warm the connections

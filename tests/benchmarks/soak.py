@@ -19,12 +19,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.benchmarks.run import resident_mb, sample_images, start_service
+from tests.benchmarks.run import resident_mb, sample_images
+from tests.server import start_server
 
 
-def start(models_dir: Path, port: int, queue: int) -> subprocess.Popen[bytes]:
+def start(models_dir: Path, port: int, queue: int) -> subprocess.Popen[str]:
     env = {"CTSCAN_MAX_QUEUE": str(queue), "CTSCAN_LOG_LEVEL": "WARNING"}
-    return start_service(models_dir, port, env)[0]
+    return start_server(models_dir, port, env, capture=False)[0]
 
 
 async def soak(url: str, images: list[bytes], concurrency: int, seconds: float) -> Counter[str]:

@@ -1,0 +1,51 @@
+"""A real `ctscan serve` process on loopback, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+CTSCAN = [sys.executable, "-c", "from app.cli import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    models_dir: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    capture: bool = True,
+    timeout: float = 120.0,
+) -> tuple[subprocess.Popen[str], str, float]:
+    """Start `ctscan serve`; return the process, its base URL and the seconds to ready.
+    With `capture`, stdout and stderr are kept (read them with `communicate`)."""
+    port = port or free_port()
+    started = time.perf_counter()
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    server = subprocess.Popen(
+        [*CTSCAN, "serve", "--port", str(port), "--models-dir", str(models_dir)],
+        stdout=output,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    base = f"http://127.0.0.1:{port}"
+    while time.perf_counter() - started < timeout:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return server, base, time.perf_counter() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("server did not become ready")
