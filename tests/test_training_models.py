@@ -159,7 +159,7 @@ def test_heatmap_peak_falls_on_the_blob(tmp_path: Path) -> None:
                 centres[index] = (row, column)
             path = tmp_path / "data" / label / f"{index}.png"
             path.write_bytes(encode(Image.fromarray(pixels), "PNG"))
-    config = TrainConfig(image_size=size, epochs=25, batch_size=8, learning_rate=3e-3)
+    config = TrainConfig(image_size=size, epochs=40, batch_size=8, learning_rate=3e-3)
     request = tiny_request(tmp_path, "blob", config, folds=0)
     run(request)
     settings = Settings(models_dir=tmp_path / "models", intra_op_threads=1)
