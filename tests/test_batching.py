@@ -38,6 +38,34 @@ def test_batching_off_runs_one_at_a_time() -> None:
     batcher.close()
 
 
+def test_lone_request_does_not_wait_for_company() -> None:
+    batcher = DynamicBatcher(double, max_batch_size=8, max_wait_ms=60_000)
+    assert batcher.submit(np.ones((1, 1, 1))).result(timeout=5)[0] == 2.0
+    batcher.close()
+
+
+def test_announced_image_joins_the_batch() -> None:
+    batcher = DynamicBatcher(double, max_batch_size=8, max_wait_ms=60_000)
+    with batcher.expecting() as ticket:
+        first = batcher.submit(np.ones((1, 1, 1)))
+        threading.Event().wait(0.2)  # the image still "being decoded"
+        second = ticket.submit(np.full((1, 1, 1), 3.0))
+    assert (first.result(timeout=5)[0], second.result(timeout=5)[0]) == (2.0, 6.0)
+    assert batcher.batch_sizes == [2]
+    batcher.close()
+
+
+def test_abandoned_announcement_stops_the_wait() -> None:
+    batcher = DynamicBatcher(double, max_batch_size=8, max_wait_ms=60_000)
+    with batcher.expecting():
+        first = batcher.submit(np.ones((1, 1, 1)))
+        threading.Event().wait(0.1)
+    # decoding failed: no image follows, and the queued one runs alone
+    assert first.result(timeout=5)[0] == 2.0
+    assert batcher.batch_sizes == [1]
+    batcher.close()
+
+
 def test_full_queue_is_overloaded_with_retry_after() -> None:
     gate = threading.Event()
 

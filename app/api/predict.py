@@ -22,7 +22,7 @@ router = APIRouter(tags=["predict"])
 UploadDep = Annotated[
     UploadFile, File(description="One image: PNG, JPEG, TIFF, BMP, WebP or DICOM")
 ]
-ERRORS = problem_responses(400, 404, 413, 415, 422, 503)
+ERRORS = problem_responses(400, 404, 408, 413, 415, 422, 503)
 
 
 @dataclass
@@ -58,10 +58,15 @@ class Pipeline:
     ) -> tuple[LoadedModel, PreparedInput]:
         """The model and the upload decoded and preprocessed for it."""
         model = self.store.get(name, version)
+        return model, await self._prepare(model, file, window)
+
+    async def _prepare(
+        self, model: LoadedModel, file: UploadFile, window: Window | None
+    ) -> PreparedInput:
         await self._one_file_only()
         data = await read_upload(file, self.settings.max_upload_bytes)
         limit = self.settings.max_image_pixels
-        return model, await self.runner.run(prepare, model, data, limit, window)
+        return await self.runner.run(prepare, model, data, limit, window)
 
     async def _one_file_only(self) -> None:
         form = await self.request.form()  # already parsed by FastAPI: cached, not re-read
@@ -71,8 +76,10 @@ class Pipeline:
     async def _predict(
         self, name: str, version: int | None, file: UploadFile, window: Window | None
     ) -> dict[str, Any]:
-        model, prepared = await self.prepared(name, version, file, window)
-        future = self.batchers.for_model(model).submit(prepared.tensor)
+        model = self.store.get(name, version)
+        with self.batchers.for_model(model).expecting() as ticket:
+            prepared = await self._prepare(model, file, window)
+            future = ticket.submit(prepared.tensor)
         probabilities = await asyncio.wrap_future(future)
         return build_result(model, prepared.decoded, probabilities)
 

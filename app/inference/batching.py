@@ -1,15 +1,18 @@
 """Dynamic batching: concurrent requests for one model run as one `session.run`.
 
-Requests wait in a bounded queue; a worker thread takes the first, gathers more until the batch
-holds `max_batch_size` images or `max_wait_ms` passed, runs them together and answers each."""
+Requests wait in a bounded queue; a worker thread takes the first and gathers what is already
+queued, up to `max_batch_size` images. It waits (at most `max_wait_ms`) only for images that were
+announced (`expecting()`: being read and decoded) but are not queued yet, so a lone request never
+waits and concurrent ones still share a batch."""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +48,8 @@ class DynamicBatcher:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._retry_after = str(retry_after_s)
         self.batch_sizes: list[int] = []  # recent batch sizes, for metrics and tests
+        self._incoming = 0  # announced images not yet queued
+        self._incoming_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -64,6 +69,21 @@ class DynamicBatcher:
                 headers={"Retry-After": self._retry_after},
             ) from None
         return job.future
+
+    @contextmanager
+    def expecting(self) -> Iterator[Ticket]:
+        """Announce one image on its way; submit it through the ticket, or let it go."""
+        ticket = Ticket(self)
+        self._count_incoming(+1)
+        try:
+            yield ticket
+        finally:
+            if not ticket.used:
+                self._count_incoming(-1)
+
+    def _count_incoming(self, step: int) -> None:
+        with self._incoming_lock:
+            self._incoming += step
 
     def close(self) -> None:
         """Finish queued jobs, then stop the worker."""
@@ -86,12 +106,13 @@ class DynamicBatcher:
         while len(jobs) < self.max_batch_size:
             remaining = deadline - time.monotonic()
             try:
-                job = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
+                if self._incoming > 0 and remaining > 0:
+                    job = self._queue.get(timeout=min(remaining, 0.0005))
+                else:
+                    job = self._queue.get_nowait()
             except queue.Empty:
+                if self._incoming > 0 and remaining > 0:
+                    continue  # an announced image is still being decoded
                 break
             if job is None:
                 return jobs, True
@@ -110,3 +131,19 @@ class DynamicBatcher:
             return
         for job, row in zip(jobs, outputs, strict=True):
             job.future.set_result(row)
+
+
+class Ticket:
+    """One announced image: submitting it turns the announcement into a queued job."""
+
+    def __init__(self, batcher: DynamicBatcher) -> None:
+        self._batcher = batcher
+        self.used = False
+
+    def submit(self, tensor: np.ndarray) -> Future[np.ndarray]:
+        """Queue the announced image (see `DynamicBatcher.submit`)."""
+        if self.used:
+            raise RuntimeError("a ticket submits one image")
+        self.used = True
+        self._batcher._count_incoming(-1)
+        return self._batcher.submit(tensor)
