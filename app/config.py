@@ -21,12 +21,38 @@ KNOWN_PROVIDERS = (
 )
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (affinity mask), not the host's count."""
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max ..."
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1: cpu.cfs_quota_us (-1) + cpu.cfs_period_us
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container's
+    `--cpus`), never the host's count."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cpu_max) or cgroup_v1_cpu_quota(CGROUP_V1_CPU)
+    return max(1, min(cpus, quota) if quota else cpus)
+
+
+def cgroup_cpu_quota(cpu_max: Path) -> int | None:
+    """Whole CPUs allowed by a cgroup v2 `cpu.max` file (rounded up), None when unlimited."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
+
+
+def cgroup_v1_cpu_quota(folder: Path) -> int | None:
+    """The same limit from cgroup v1 files; None when unlimited (-1) or absent."""
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else max(1, -(-quota // period))
 
 
 class Settings(BaseSettings):
@@ -45,11 +71,21 @@ class Settings(BaseSettings):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimisation level"
     )
+    cpu_mem_arena: bool = Field(
+        False, description="onnxruntime CPU memory arena (faster allocation, more resident memory)"
+    )
+    load_workers: int = Field(0, ge=0, description="Models loaded at once; 0 = the CPUs we may use")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
         "EXHAUSTIVE", description="CUDA provider: cuDNN convolution algorithm search"
     )
     decode_workers: int = Field(0, ge=0, description="Decode threads; 0 = the CPUs we may use")
     max_queue: int = Field(64, ge=1, description="Requests waiting per stage before 503")
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds a request body may take to arrive; slower gets 408"
+    )
+    max_in_flight: int = Field(
+        64, ge=1, description="POST requests in progress at once; more get 503 + Retry-After"
+    )
     max_batch_size: int = Field(8, ge=1, description="Images per session.run; 1 = no batching")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill")
     batching: dict[str, dict[str, float]] = Field(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings, available_cpus
+from app.config import Settings, available_cpus, cgroup_cpu_quota, cgroup_v1_cpu_quota
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -22,6 +24,33 @@ def test_defaults() -> None:
     assert settings.max_upload_bytes == 32 * 1024 * 1024
     assert settings.providers[-1] == "CPUExecutionProvider"
     assert settings.threads == available_cpus() >= 1
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("max 100000", None), ("150000 100000", 2), ("100000 100000", 1), ("junk", None)],
+)
+def test_cgroup_quota(tmp_path: Path, content: str, expected: int | None) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(content)
+    assert cgroup_cpu_quota(cpu_max) == expected
+    assert cgroup_cpu_quota(tmp_path / "absent") is None
+
+
+def test_cgroup_v1_quota(tmp_path: Path) -> None:
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_v1_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.cfs_quota_us").write_text("250000\n")
+    assert cgroup_v1_cpu_quota(tmp_path) == 3
+
+
+def test_quota_caps_the_cpu_count(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000")
+    assert available_cpus(cpu_max) == 1
+    cpu_max.write_text("max 100000")
+    assert available_cpus(cpu_max) == available_cpus(tmp_path / "absent") >= 1
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,10 @@ def provider_options(providers: list[str], settings: Settings) -> list[dict[str,
     return [cuda if p == "CUDAExecutionProvider" else {} for p in providers]
 
 
-def session_options(threads: int, level: str = "all") -> ort.SessionOptions:
-    """Explicit thread counts and the chosen graph optimisation level."""
+def session_options(threads: int, level: str = "all", arena: bool = False) -> ort.SessionOptions:
+    """Explicit thread counts, the chosen graph optimisation level, CPU arena on or off."""
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -59,7 +60,9 @@ def create_session(
     try:
         session = ort.InferenceSession(
             str(model_path),
-            sess_options=session_options(settings.threads, settings.graph_optimization),
+            sess_options=session_options(
+                settings.threads, settings.graph_optimization, settings.cpu_mem_arena
+            ),
             providers=providers,
             provider_options=provider_options(providers, settings),
         )

@@ -7,13 +7,14 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
-from app.config import Settings
+from app.config import Settings, available_cpus
 from app.errors import ModelLoadError, ModelNotFound, NotReady
 from app.inference.card import MODEL_NAME, ModelCard, read_card
 from app.inference.session import create_session
@@ -38,7 +39,8 @@ class LoadedModel:
 
 @dataclass
 class ModelStore:
-    """Loads model versions one at a time and hands them out by name and version."""
+    """Loads model versions (several at once: onnxruntime releases the GIL while it builds a
+    session) and hands them out by name and version."""
 
     settings: Settings
     models: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
@@ -60,11 +62,8 @@ class ModelStore:
             failures: dict[str, str] = {}
             found = scan_models_dir(self.settings.models_dir, failures)
             wanted = {(n, v): p for n, v, p in found if only in (None, n)}
-            added = [
-                f"{n}/{v}"
-                for (n, v), p in wanted.items()
-                if v not in self.models.get(n, {}) and self._load_one(n, v, p)
-            ]
+            new = [(n, v, p) for (n, v), p in wanted.items() if v not in self.models.get(n, {})]
+            added = [model.key for model in self._load_many(new) if model is not None]
             removed = self._drop_missing(set(wanted), only)
             keep = {k: v for k, v in self.failures.items() if only and not k.startswith(f"{only}/")}
             self.failures = {**keep, **failures, **self._new_failures}
@@ -82,18 +81,28 @@ class ModelStore:
                 del self.models[name]
         return removed
 
-    def _load_one(self, name: str, version: int, path: Path) -> bool:
+    def _load_many(self, found: list[tuple[str, int, Path]]) -> list[LoadedModel | None]:
+        """Load versions concurrently; each success is served as soon as all are done."""
+        workers = max(1, min(len(found), self.settings.load_workers or available_cpus()))
+        with ThreadPoolExecutor(workers, thread_name_prefix="load") as pool:
+            loaded = list(pool.map(lambda item: self._load_one(*item), found))
+        for model in loaded:
+            if model is not None:
+                versions = self.models.get(model.card.name, {})
+                self.models[model.card.name] = {**versions, model.card.version: model}
+        return loaded
+
+    def _load_one(self, name: str, version: int, path: Path) -> LoadedModel | None:
         started = time.perf_counter()
         try:
             model = load_model_dir(path, name, version, self.settings)
         except ModelLoadError as exc:
             self._new_failures[f"{name}/{version}"] = str(exc)
             log.error("model %s/%s not served: %s", name, version, exc)
-            return False
+            return None
         model = LoadedModel(model.card, model.session, model.provider, path, _since(started))
-        self.models[name] = {**self.models.get(name, {}), version: model}
         log.info("loaded %s on %s in %.2fs", model.key, model.provider, model.load_seconds)
-        return True
+        return model
 
     def all_models(self) -> list[LoadedModel]:
         """Every served version of every model."""
