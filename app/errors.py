@@ -91,7 +91,12 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):
         return await _unexpected_error(request, exc)
-    titles = {404: "Not found", 405: "Method not allowed", 413: "Upload too large"}
+    titles = {
+        404: "Not found",
+        405: "Method not allowed",
+        408: "Request timeout",
+        413: "Upload too large",
+    }
     title = titles.get(exc.status_code, "HTTP error")
     slug = title.lower().replace(" ", "-")
     headers = dict(exc.headers) if exc.headers else None

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.admission import InFlightLimit
 from app.api import explain, health, metrics, models, oip, predict, web
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
@@ -64,7 +65,14 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    app.add_middleware(BodySizeLimit, max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(
+        BodySizeLimit,
+        max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        timeout_s=settings.body_timeout_s,
+    )
+    app.add_middleware(
+        InFlightLimit, limit=settings.max_in_flight, retry_after_s=settings.retry_after_s
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

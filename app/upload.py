@@ -1,6 +1,11 @@
-"""Upload size limits enforced while the body streams in, before anything is buffered whole."""
+"""Upload limits enforced while the body streams in, before anything is buffered whole: a size
+cap (413) and a deadline for the whole body (408), so a stalled or trickling client cannot hold
+a request open."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from fastapi import HTTPException, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,11 +17,13 @@ CHUNK = 1 << 20
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a declared or streamed request body above `max_body` bytes."""
+    """ASGI middleware: 413 for a declared or streamed request body above `max_body` bytes,
+    408 when the body has not fully arrived `timeout_s` seconds after the request began."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, timeout_s: float = 60.0) -> None:
         self.app = app
         self.max_body = max_body
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,10 +40,15 @@ class BodySizeLimit:
 
     def _counting(self, receive: Receive) -> Receive:
         received = 0
+        deadline = time.monotonic() + self.timeout_s
 
         async def counted() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except TimeoutError:
+                detail = f"the request body did not arrive within {self.timeout_s:g} s"
+                raise HTTPException(408, detail) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:

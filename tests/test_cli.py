@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,3 +116,40 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path) -> None:
     output = server.communicate(timeout=60)[0]
     assert codes == [200] * 6, output
     assert "Application shutdown complete" in output
+
+
+def read_response(sock: socket.socket) -> str:
+    """One whole HTTP response (headers, then Content-Length bytes of body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    lengths = [h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")]
+    length = int(lengths[0].split(b":")[1])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return (head + b"\r\n\r\n" + body).decode()
+
+
+def test_stalled_body_gets_408_and_the_server_stays_healthy(tmp_path: Path) -> None:
+    write_model(tmp_path / "models", "toy")
+    server, base, _ = serve(tmp_path / "models", env={"CTSCAN_BODY_TIMEOUT_S": "1"})
+    host, port = base.removeprefix("http://").split(":")
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+    )
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as slow:
+            slow.sendall(head.encode())  # ...and then nothing more: a stalled upload
+            started = time.perf_counter()
+            answer = read_response(slow)
+            waited = time.perf_counter() - started
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert "application/problem+json" in answer and "did not arrive within 1 s" in answer
+        assert waited < 20
+        ok = httpx.post(f"{base}/predict", files={"file": ("a.png", png_bytes())}, timeout=10)
+        assert ok.status_code == 200
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)

@@ -1,0 +1,36 @@
+"""Admission control: a cap on POST requests in progress, so the wait of an admitted request
+stays bounded under overload (the excess gets 503 at once, before its body is read)."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import Overloaded, problem_response
+
+
+class InFlightLimit:
+    """ASGI middleware: at most `limit` POST requests in progress; more get 503 + Retry-After."""
+
+    def __init__(self, app: ASGIApp, limit: int, retry_after_s: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after = str(retry_after_s)
+        self.in_flight = 0  # touched only from the event loop thread
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            detail = f"{self.in_flight} requests are in progress; retry shortly"
+            headers = {"Retry-After": self.retry_after}
+            response = problem_response(
+                Overloaded.status, Overloaded.title, detail, Overloaded.slug, headers
+            )
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
