@@ -1,18 +1,25 @@
 """Serving benchmark (on demand, loopback only, bounded in count and time).
 
-    python -m tests.benchmarks.run --model chest-ct-cancer --requests 300
+    python -m tests.benchmarks.run --model chest-ct-cancer
 
 Measures, in one run on one machine: (1) the raw in-process pipeline (decode + preprocess +
 session.run, no HTTP) at batch 1 and its best batch size; (2) the service over real HTTP
-(`ctscan serve` on 127.0.0.1) at several concurrencies; (3) process start to ready;
-(4) resident memory with every model in the store loaded. Prints a markdown table."""
+(`ctscan serve` on 127.0.0.1) at concurrency 1, 4, 16, 64, driven by `wrk` when it is installed
+(a C load generator that leaves the CPU to the server) or else by an async Python client;
+(3) overload at concurrency 256; (4) process start to ready and resident memory with every model
+loaded. Prints a markdown table and the issue's targets, met or not."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,6 +32,19 @@ from tests.factories import encode
 from tests.server import start_server
 
 DATASET_IMAGES = Path("../shared/datasets/chest_ct/train")
+BOUNDARY = "ctscanbenchmark"
+
+
+@dataclass
+class Load:
+    """One load level: throughput, latency quantiles (ms) and status counts."""
+
+    rps: float
+    p50: float
+    p95: float
+    p99: float
+    failures: int  # neither 200 nor 503
+    refused: int = 0  # 503 (overloaded)
 
 
 def sample_images(count: int = 32) -> list[bytes]:
@@ -41,54 +61,110 @@ def sample_images(count: int = 32) -> list[bytes]:
     ]
 
 
-def raw_pipeline(models_dir: Path, name: str, images: list[bytes], seconds: float) -> dict:
-    """Images/s of decode + preprocess + session.run in this process, per batch size."""
+def raw_pipeline(
+    models_dir: Path, name: str, images: list[bytes], seconds: float
+) -> tuple[dict[int, float], float]:
+    """Images/s of decode + preprocess + session.run in this process, per batch size, and the
+    median single-image latency (ms)."""
     store = ModelStore(Settings(models_dir=models_dir, max_batch_size=1))
     store.load_all()
     model = store.get(name)
-    results = {}
-    for batch in (1, 4, 8, 16, 32):
+    results, single = {}, []
+    for batch in (1, 2, 4, 8, 16):
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
+            began = time.perf_counter()
             chunk = [images[(done + i) % len(images)] for i in range(batch)]
             tensors = [prepare(model, data, 10**9).tensor for data in chunk]
             run_batch(model, np.stack(tensors))
             done += batch
+            if batch == 1:
+                single.append(time.perf_counter() - began)
         results[batch] = done / (time.perf_counter() - started)
-    return results
+    return results, statistics.median(single) * 1000
 
 
-async def http_load(
+def multipart(image: bytes) -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + image + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+WRK_SCRIPT = """
+local bodies, counter = {}, 0
+for i, path in ipairs(BODY_FILES) do
+  local f = io.open(path, "rb"); bodies[i] = f:read("*all"); f:close()
+end
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "URL_PATH",
+    {["Content-Type"] = "multipart/form-data; boundary=BOUNDARY"},
+    bodies[counter % #bodies + 1])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %.1f %.1f %.1f\\n", summary.requests,
+    summary.errors.status + summary.errors.timeout + summary.errors.connect
+    + summary.errors.read + summary.errors.write,
+    summary.duration, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def wrk_load(base: str, name: str, folder: Path, concurrency: int, seconds: int) -> Load:
+    """Drive the service with wrk for `seconds`; latencies from wrk's histogram."""
+    script = folder / "post.lua"
+    paths = sorted(str(p) for p in folder.glob("body-*"))
+    script.write_text(
+        WRK_SCRIPT.replace("BODY_FILES", "{" + ", ".join(f'"{p}"' for p in paths) + "}")
+        .replace("URL_PATH", f"/v1/models/{name}/predict")
+        .replace("BOUNDARY", BOUNDARY)
+    )
+    threads = min(2, concurrency)
+    command = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s"]
+    output = subprocess.run(
+        [*command, "-s", str(script), base], capture_output=True, text=True, check=True
+    ).stdout
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)", output)
+    if not match:
+        raise RuntimeError(f"wrk gave no result:\n{output}")
+    requests, errors, duration_us = (int(match[i]) for i in (1, 2, 3))
+    p50, p95, p99 = (float(match[i]) / 1000 for i in (5, 6, 7))
+    return Load(requests / (duration_us / 1e6), p50, p95, p99, errors)
+
+
+async def python_load(
     base: str, name: str, images: list[bytes], concurrency: int, requests: int
-) -> dict:
+) -> Load:
+    """Drive the service with an async Python client: `requests` in all."""
     latencies: list[float] = []
-    failures = 0
-    queue = list(range(requests))
+    statuses: list[int] = []
+    pending = list(range(requests))
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal failures
-        while queue:
-            index = queue.pop()
+        while pending:
+            index = pending.pop()
             started = time.perf_counter()
             response = await client.post(
                 f"{base}/v1/models/{name}/predict",
                 files={"file": ("x", images[index % len(images)])},
             )
-            latencies.append(time.perf_counter() - started)
-            failures += response.status_code != 200
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - started)
 
+    limits = httpx.Limits(max_connections=concurrency)
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    quantiles = np.percentile(latencies, [50, 95, 99]) * 1000
-    return {
-        "rps": requests / elapsed,
-        "p50": quantiles[0],
-        "p95": quantiles[1],
-        "p99": quantiles[2],
-        "failures": failures,
-    }
+    quantiles = np.percentile(latencies or [float("nan")], [50, 95, 99]) * 1000
+    refused = statuses.count(503)
+    failures = len(statuses) - statuses.count(200) - refused
+    ok = statuses.count(200)
+    return Load(ok / elapsed, *quantiles, failures=failures, refused=refused)
 
 
 def resident_mb(pid: int) -> float:
@@ -98,45 +174,87 @@ def resident_mb(pid: int) -> float:
     return float("nan")
 
 
+def http_rows(
+    base: str, name: str, images: list[bytes], args: argparse.Namespace
+) -> tuple[str, dict[int, Load]]:
+    """The service at each concurrency, with wrk when available."""
+    asyncio.run(python_load(base, name, images, 4, 40))  # warm the connections
+    if shutil.which("wrk") and not args.python_client:
+        with tempfile.TemporaryDirectory() as tmp:
+            for index, image in enumerate(images):
+                (Path(tmp) / f"body-{index:03d}").write_bytes(multipart(image))
+            rows = {c: wrk_load(base, name, Path(tmp), c, args.seconds) for c in (1, 4, 16, 64)}
+        return "wrk", rows
+    rows = {
+        c: asyncio.run(python_load(base, name, images, c, args.requests)) for c in (1, 4, 16, 64)
+    }
+    return "python", rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="chest-ct-cancer")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--seconds", type=int, default=10, help="per wrk load level")
+    parser.add_argument("--requests", type=int, default=300, help="per Python-client level")
     parser.add_argument("--raw-seconds", type=float, default=5.0)
+    parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     images = sample_images()
-    raw = raw_pipeline(args.models_dir, args.model, images, args.raw_seconds)
-    best = max(raw, key=lambda b: raw[b])
-    server, _, ready_s = start_server(args.models_dir, args.port, capture=False)
+    raw, raw_single_ms = raw_pipeline(args.models_dir, args.model, images, args.raw_seconds)
+    server, base, ready_s = start_server(args.models_dir, args.port, capture=False)
     try:
-        base = f"http://127.0.0.1:{args.port}"
-        asyncio.run(http_load(base, args.model, images, 4, 40))  # warm the connections
-        rows = {
-            c: asyncio.run(http_load(base, args.model, images, c, args.requests))
-            for c in (1, 4, 16, 64)
-        }
+        client, rows = http_rows(base, args.model, images, args)
         rss = resident_mb(server.pid)
+        overload = asyncio.run(python_load(base, args.model, images, 256, 1024))
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"## Serving benchmark: {args.model} ({len(images)} images, CPU)\n")
-    print("| measurement | images/s | x raw best | p50 ms | p95 ms | p99 ms | failed |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| raw pipeline, batch 1 | {raw[1]:.1f} | {raw[1] / raw[best]:.2f} | | | | |")
-    print(f"| raw pipeline, best batch ({best}) | {raw[best]:.1f} | 1.00 | | | | |")
-    for concurrency, row in rows.items():
+    print_report(args.model, len(images), raw, raw_single_ms, client, rows, overload)
+    print_targets(raw, raw_single_ms, rows, ready_s, rss)
+
+
+def print_report(
+    model: str,
+    count: int,
+    raw: dict[int, float],
+    raw_single_ms: float,
+    client: str,
+    rows: dict[int, Load],
+    overload: Load,
+) -> None:
+    best = max(raw, key=lambda b: raw[b])
+    print(f"## Serving benchmark: {model} ({count} images, CPU, load from {client})\n")
+    print("| measurement | images/s | x raw best | p50 ms | p95 ms | p99 ms | failed | 503 |")
+    print("|---|---|---|---|---|---|---|---|")
+    single = f"{raw[1]:.1f} | {raw[1] / raw[best]:.2f} | {raw_single_ms:.1f}"
+    print(f"| raw pipeline, batch 1 | {single} | | | | |")
+    print(f"| raw pipeline, best batch ({best}) | {raw[best]:.1f} | 1.00 | | | | | |")
+    for concurrency, row in [*rows.items(), (256, overload)]:
         print(
-            f"| HTTP, concurrency {concurrency} | {row['rps']:.1f} | "
-            f"{row['rps'] / raw[best]:.2f} | {row['p50']:.1f} | {row['p95']:.1f} | "
-            f"{row['p99']:.1f} | {row['failures']} |"
+            f"| HTTP, concurrency {concurrency} | {row.rps:.1f} | {row.rps / raw[best]:.2f} | "
+            f"{row.p50:.1f} | {row.p95:.1f} | {row.p99:.1f} | {row.failures} | {row.refused} |"
         )
-    print(f"\nStart to ready: {ready_s:.2f} s. Resident memory after the run: {rss:.0f} MB.")
-    print(
-        f"Raw images/s by batch: { {b: round(v, 1) for b, v in raw.items()} }; "
-        f"median {statistics.median(raw.values()):.1f}."
-    )
+    print(f"\nRaw images/s by batch: { {b: round(v, 1) for b, v in raw.items()} }")
+
+
+def print_targets(
+    raw: dict[int, float], raw_single_ms: float, rows: dict[int, Load], ready_s: float, rss: float
+) -> None:
+    best = max(raw, key=lambda b: raw[b])
+    best_batch_ms = best / raw[best] * 1000
+    checks = [
+        ("c16 throughput >= 1.0 x raw best", rows[16].rps / raw[best], 1.0, ">="),
+        ("c1 p50 - raw single latency (ms) <= 1", rows[1].p50 - raw_single_ms, 1.0, "<="),
+        ("c16 p99 / raw best-batch time <= 2", rows[16].p99 / best_batch_ms, 2.0, "<="),
+        ("start to ready (s) <= 2", ready_s, 2.0, "<="),
+        ("resident memory (MB) <= 250", rss, 250.0, "<="),
+    ]
+    print("\n| target | measured | met |\n|---|---|---|")
+    for label, value, limit, sense in checks:
+        met = value >= limit if sense == ">=" else value <= limit
+        print(f"| {label} | {value:.2f} | {'yes' if met else 'no'} |")
 
 
 if __name__ == "__main__":
