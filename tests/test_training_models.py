@@ -231,3 +231,24 @@ def test_pretrained_backbone_two_stages(tmp_path: Path) -> None:
     cache = card["training"]["shipped"]["feature_cache"]
     assert cache["speedup_per_epoch"] > 0 and cache["through_base_epoch_seconds"] > 0
     assert card["evaluation"]["parity_max_abs_diff"] <= 1e-4
+
+
+def test_window_and_resolution_augmentations() -> None:
+    import tensorflow as tf
+    import typer
+
+    from training.commands import parse_augment
+    from training.train import random_gamma, random_resolution
+
+    batch = tf.constant(np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32))
+    assert random_gamma(batch, 0.0) is batch and random_resolution(batch, 1.0) is batch
+    curved = random_gamma(batch, 0.5).numpy()
+    assert curved.min() >= 0 and curved.max() <= 1 and not np.allclose(curved, batch.numpy())
+    # order is kept: a gamma curve is monotonic
+    assert np.array_equal(np.argsort(curved[0].ravel()), np.argsort(batch.numpy()[0].ravel()))
+    blurred = [random_resolution(batch, 0.25).numpy() for _ in range(5)]
+    assert all(b.shape == (4, 32, 32, 1) for b in blurred)
+    assert min(b.std() for b in blurred) < batch.numpy().std()  # detail lost at least once
+    assert parse_augment("zoom=0.3,gamma=0.2")["gamma"] == 0.2
+    with pytest.raises(typer.BadParameter, match="unknown augmentation"):
+        parse_augment("sharpness=1")

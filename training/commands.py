@@ -37,6 +37,20 @@ def parse_label_map(text: str | None) -> dict[str, str] | None:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
+def parse_augment(text: str | None) -> dict[str, float]:
+    """'zoom=0.3,gamma=0.3' → {'zoom': 0.3, 'gamma': 0.3}; unknown keys are refused."""
+    from training.train import TrainConfig
+
+    known = TrainConfig().augment
+    if not text:
+        return known
+    changes = {k.strip(): float(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+    unknown = sorted(set(changes) - set(known))
+    if unknown:
+        raise typer.BadParameter(f"unknown augmentation {unknown}; known: {sorted(known)}")
+    return {**known, **changes}
+
+
 def train(
     data: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Dataset folder")],
     name: Annotated[str, typer.Option(help="Model name, e.g. chest-ct-cancer")],
@@ -60,6 +74,13 @@ def train(
         str, typer.Option(help="final: refit on all data | ensemble: average the fold models")
     ] = "final",
     tta_flip: Annotated[bool, typer.Option(help="Average with the mirrored image")] = True,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="Augmentation overrides, e.g. 'zoom=0.3,gamma=0.3,resolution=0.5' (keys: "
+            "rotation, zoom, translation, contrast, brightness, gamma, resolution)"
+        ),
+    ] = None,
     max_samples: Annotated[int | None, typer.Option(help="Subsample for a quick run")] = None,
     output: Annotated[Path, typer.Option(help="Model store to write into")] = Path("models"),
     cache_dir: Annotated[Path, typer.Option(help="Preprocessed-array cache")] = Path("cache"),
@@ -92,6 +113,7 @@ def train(
         patience=patience,
         seed=seed,
         tta_flip=tta_flip,
+        augment=parse_augment(augment),
     )
     try:
         build(arch, image_size, 2, weights, head)  # fail fast, before anything is written

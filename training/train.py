@@ -44,6 +44,8 @@ class TrainConfig:
             "translation": 0.08,
             "contrast": 0.3,
             "brightness": 0.15,
+            "gamma": 0.0,
+            "resolution": 1.0,
         }
     )
 
@@ -82,17 +84,37 @@ def augmenter(config: TrainConfig) -> keras.Sequential:
     )
 
 
+def random_gamma(batch: tf.Tensor, spread: float) -> tf.Tensor:
+    """Per-image gamma exp(U(-spread, spread)): a different CT window or display curve."""
+    if spread <= 0:
+        return batch
+    exponent = tf.exp(tf.random.uniform([tf.shape(batch)[0], 1, 1, 1], -spread, spread))
+    return tf.pow(tf.clip_by_value(batch, 1e-6, 1.0), exponent)
+
+
+def random_resolution(batch: tf.Tensor, lowest: float) -> tf.Tensor:
+    """Down- then up-sample the batch by a factor U(lowest, 1): a lower-resolution source."""
+    if lowest >= 1:
+        return batch
+    size = tf.shape(batch)[1:3]
+    factor = tf.random.uniform([], lowest, 1.0)
+    small = tf.cast(tf.math.round(tf.cast(size, tf.float32) * factor), tf.int32)
+    return tf.image.resize(tf.image.resize(batch, small, "area"), size, "bilinear")
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, config: TrainConfig, train: bool) -> tf.data.Dataset:
     data = tf.data.Dataset.from_tensor_slices((x, y))
     if train:
         data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
     data = data.batch(config.batch_size)
     if train:
-        augment = augmenter(config)
-        data = data.map(
-            lambda a, b: (tf.clip_by_value(augment(a, training=True), 0.0, 1.0), b),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        augment, extra = augmenter(config), config.augment
+
+        def transform(batch: tf.Tensor) -> tf.Tensor:
+            batch = random_resolution(augment(batch, training=True), extra.get("resolution", 1.0))
+            return random_gamma(tf.clip_by_value(batch, 0.0, 1.0), extra.get("gamma", 0.0))
+
+        data = data.map(lambda a, b: (transform(a), b), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
