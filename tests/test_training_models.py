@@ -252,3 +252,35 @@ def test_window_and_resolution_augmentations() -> None:
     assert parse_augment("zoom=0.3,gamma=0.2")["gamma"] == 0.2
     with pytest.raises(typer.BadParameter, match="unknown augmentation"):
         parse_augment("sharpness=1")
+
+
+def test_int8_variant_is_measured_and_served(tmp_path: Path) -> None:
+    import onnx
+
+    from training.pipeline import run
+    from training.quantize import quantize_model_dir
+    from training.train import TrainConfig
+
+    blob_dataset(tmp_path / "data")
+    config = TrainConfig(image_size=32, epochs=2, batch_size=8)
+    source = run(tiny_request(tmp_path, "blob", config, folds=0))
+    variant = quantize_model_dir(source, tmp_path / "data", tmp_path / "models", None, 8)
+    assert variant == tmp_path / "models" / "blob-int8" / "1"
+    card = json.loads((variant / "metadata.json").read_text())
+    report = card["quantization"]
+    assert report["source"] == "blob/1" and report["images"] == 24 - 8
+    assert report["size_bytes"]["int8"] < report["size_bytes"]["float32"]
+    assert 0 <= report["agreement"] <= 1 and report["latency_ms"]["batch_8"]["int8"] > 0
+    graph = onnx.load(variant / "model.onnx").graph
+    graph_ops = {node.op_type for node in graph.node}
+    assert "QuantizeLinear" in graph_ops and "DequantizeLinear" in graph_ops
+    settings = Settings(models_dir=tmp_path / "models", intra_op_threads=1)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        image = (tmp_path / "data" / "left" / "0.png").read_bytes()
+        answers = [
+            client.post(f"/v1/models/{name}/predict", files={"file": ("a.png", image)}).json()
+            for name in ("blob", "blob-int8")
+        ]
+    float_p, int8_p = (a["probabilities"]["left"] for a in answers)
+    assert abs(float_p - int8_p) <= report["max_probability_change"] + 0.05

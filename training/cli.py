@@ -1,4 +1,4 @@
-"""`ctscan train | evaluate | export`: registered on the main CLI, TensorFlow imported lazily."""
+"""`ctscan train | evaluate | export | quantize`: registered on the main CLI, lazily."""
 
 from __future__ import annotations
 
@@ -12,3 +12,4 @@ def register(cli: typer.Typer) -> None:
     cli.command(name="train")(commands.train)
     cli.command(name="evaluate")(commands.evaluate)
     cli.command(name="export")(commands.export)
+    cli.command(name="quantize")(commands.quantize)

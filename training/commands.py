@@ -191,3 +191,31 @@ def export(
 
     difference = reexport(run, model_dir, data)
     typer.echo(f"wrote {model_dir / 'model.onnx'} (parity max abs diff {difference:.2e})")
+
+
+def quantize(
+    model_dir: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="models/<name>/<version>")
+    ],
+    data: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="Training images (calibration)")
+    ],
+    output: Annotated[Path, typer.Option(help="Store to write <name>-int8/<version> into")] = Path(
+        "variants"
+    ),
+    calibration_images: Annotated[int, typer.Option(min=8)] = 128,
+    label_map: Annotated[str | None, typer.Option(help="e.g. '1=hemorrhage,0=normal'")] = None,
+) -> None:
+    """Write an int8 variant (static quantisation calibrated on training images) and report its
+    accuracy change and speed-up against the float model, on images not used to calibrate."""
+    configure_logging()
+    if importlib.util.find_spec("onnx") is None:
+        typer.echo(f"error: quantisation needs onnx; install with {TRAIN_EXTRA}", err=True)
+        raise typer.Exit(2)
+    from training.quantize import quantize_model_dir
+
+    folder = quantize_model_dir(
+        model_dir, data, output, parse_label_map(label_map), calibration_images
+    )
+    report = json.loads((folder / "metadata.json").read_text())["quantization"]
+    typer.echo(json.dumps({"wrote": str(folder), **report}, indent=2))
