@@ -62,6 +62,17 @@ def test_transparency_is_composited_on_black() -> None:
     assert decode_image(encode(image, "PNG")).pixels.max() == 0.0
 
 
+def test_opaque_rgba_equals_its_rgb() -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    alpha = np.full((12, 10, 1), 255, dtype=np.uint8)
+    rgba = Image.fromarray(np.concatenate([pixels, alpha], axis=2), "RGBA")
+    as_rgba = decode_image(encode(rgba, "PNG")).pixels
+    as_rgb = decode_image(encode(Image.fromarray(pixels, "RGB"), "PNG")).pixels
+    assert np.array_equal(as_rgba, as_rgb)
+    rgba.putpixel((0, 0), (255, 255, 255, 0))  # one transparent pixel: composited on black
+    assert decode_image(encode(rgba, "PNG")).pixels[0, 0] == 0.0
+
+
 def test_palette_with_transparency() -> None:
     image = Image.new("P", (8, 8), 1)
     image.putpalette([0, 0, 0, 255, 255, 255] * 128)

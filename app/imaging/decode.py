@@ -115,6 +115,8 @@ def _to_grey(image: Image.Image) -> np.ndarray:
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
     rgba = image.convert("RGBA")
+    if rgba.getchannel("A").getextrema() == (255, 255):  # opaque: nothing to composite
+        return rgba.convert("L")
     black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
     return Image.alpha_composite(black, rgba).convert("L")
 
