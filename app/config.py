@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     cpu_mem_arena: bool = Field(
         False, description="onnxruntime CPU memory arena (faster allocation, more resident memory)"
     )
+    intra_op_spinning: bool = Field(
+        False, description="Idle onnxruntime threads spin; off leaves the CPU to decoding"
+    )
     load_workers: int = Field(0, ge=0, description="Models loaded at once; 0 = the CPUs we may use")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
         "EXHAUSTIVE", description="CUDA provider: cuDNN convolution algorithm search"

@@ -40,10 +40,14 @@ def provider_options(providers: list[str], settings: Settings) -> list[dict[str,
     return [cuda if p == "CUDAExecutionProvider" else {} for p in providers]
 
 
-def session_options(threads: int, level: str = "all", arena: bool = False) -> ort.SessionOptions:
-    """Explicit thread counts, the chosen graph optimisation level, CPU arena on or off."""
+def session_options(
+    threads: int, level: str = "all", arena: bool = False, spinning: bool = False
+) -> ort.SessionOptions:
+    """Explicit thread counts, the chosen graph optimisation level, CPU arena on or off, and
+    whether idle intra-op threads spin (fast hand-off, but they steal the CPU from decoding)."""
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = arena
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -61,7 +65,10 @@ def create_session(
         session = ort.InferenceSession(
             str(model_path),
             sess_options=session_options(
-                settings.threads, settings.graph_optimization, settings.cpu_mem_arena
+                settings.threads,
+                settings.graph_optimization,
+                settings.cpu_mem_arena,
+                settings.intra_op_spinning,
             ),
             providers=providers,
             provider_options=provider_options(providers, settings),
