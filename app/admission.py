@@ -1,5 +1,7 @@
 """Admission control: a cap on POST requests in progress, so the wait of an admitted request
-stays bounded under overload (the excess gets 503 at once, before its body is read)."""
+stays bounded under overload. The excess gets 503 at once: its body is read and dropped (so the
+client, still uploading, gets the answer rather than a reset connection), never decoded or
+queued."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class InFlightLimit:
             response = problem_response(
                 Overloaded.status, Overloaded.title, detail, Overloaded.slug, headers
             )
+            await drain(receive)
             await response(scope, receive, send)
             return
         self.in_flight += 1
@@ -34,3 +37,14 @@ class InFlightLimit:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+async def drain(receive: Receive) -> None:
+    """Read and drop the request body; stop quietly if it is refused (too large, too slow)."""
+    try:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+    except Exception:  # the 503 goes out whatever cut the body short
+        return

@@ -66,12 +66,12 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
+        InFlightLimit, limit=settings.max_in_flight, retry_after_s=settings.retry_after_s
+    )
+    app.add_middleware(  # outside the in-flight cap: its size and deadline bound the drain
         BodySizeLimit,
         max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         timeout_s=settings.body_timeout_s,
-    )
-    app.add_middleware(
-        InFlightLimit, limit=settings.max_in_flight, retry_after_s=settings.retry_after_s
     )
     if settings.cors_origins:
         app.add_middleware(

@@ -14,11 +14,14 @@ def scope(method: str = "POST") -> Scope:
     return {"type": "http", "method": method, "path": "/predict", "headers": []}
 
 
-async def call(app: InFlightLimit, method: str = "POST") -> list[Message]:
+async def call(app: InFlightLimit, method: str = "POST", chunks: int = 1) -> list[Message]:
     sent: list[Message] = []
+    left = chunks
 
     async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        nonlocal left
+        left -= 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": left > 0}
 
     async def send(message: Message) -> None:
         sent.append(message)
@@ -39,7 +42,7 @@ def test_requests_over_the_cap_are_refused_and_later_ones_admitted() -> None:
         limited = InFlightLimit(slow_app, limit=2, retry_after_s=3)
         admitted = [asyncio.create_task(call(limited)) for _ in range(2)]
         await asyncio.sleep(0.05)
-        refused = await call(limited)
+        refused = await call(limited, chunks=5)  # its body is read to the end, then refused
         assert refused[0]["status"] == 503
         headers = dict(refused[0]["headers"])
         assert headers[b"retry-after"] == b"3"
