@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import re
 import shutil
 import statistics
@@ -84,6 +85,37 @@ def raw_pipeline(
     return results, statistics.median(single) * 1000
 
 
+def paired_single(
+    models_dir: Path, base: str, name: str, images: list[bytes], count: int = 200
+) -> tuple[float, float]:
+    """Median latency (ms) of one image through the raw pipeline and through the service at
+    concurrency 1, alternated request by request so both see the same machine (a shared VM's
+    speed drifts by more than the difference we look for)."""
+    store = ModelStore(Settings(models_dir=models_dir, max_batch_size=1))
+    store.load_all()
+    model = store.get(name)
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    bodies = [multipart(image) for image in images]
+    raw, served = [], []
+    for index in range(count + 4):  # the first rounds warm both paths and are dropped
+        data = images[index % len(images)]
+        started = time.perf_counter()
+        run_batch(model, prepare(model, data, 10**9).tensor[np.newaxis])
+        raw.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        body = bodies[index % len(bodies)]
+        connection.request("POST", f"/v1/models/{name}/predict", body, headers)
+        response = connection.getresponse()
+        response.read()
+        served.append(time.perf_counter() - started)
+        if response.status != 200:
+            raise RuntimeError(f"the service answered {response.status}")
+    connection.close()
+    return statistics.median(raw[4:]) * 1000, statistics.median(served[4:]) * 1000
+
+
 def multipart(image: bytes) -> bytes:
     head = (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n'
@@ -93,9 +125,13 @@ def multipart(image: bytes) -> bytes:
 
 
 WRK_SCRIPT = """
-local bodies, counter = {}, 0
-for i, path in ipairs(BODY_FILES) do
-  local f = io.open(path, "rb"); bodies[i] = f:read("*all"); f:close()
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args)
+  bodies, counter, refused = {}, 0, 0
+  for i, path in ipairs(BODY_FILES) do
+    local f = io.open(path, "rb"); bodies[i] = f:read("*all"); f:close()
+  end
 end
 request = function()
   counter = counter + 1
@@ -103,11 +139,16 @@ request = function()
     {["Content-Type"] = "multipart/form-data; boundary=BOUNDARY"},
     bodies[counter % #bodies + 1])
 end
+response = function(status, headers, body)
+  if status == 503 then refused = refused + 1 end
+end
 done = function(summary, latency, requests)
+  local total_refused = 0
+  for _, thread in ipairs(threads) do total_refused = total_refused + thread:get("refused") end
   io.write(string.format("RESULT %d %d %d %d %.1f %.1f %.1f\\n", summary.requests,
     summary.errors.status + summary.errors.timeout + summary.errors.connect
-    + summary.errors.read + summary.errors.write,
-    summary.duration, summary.errors.timeout,
+    + summary.errors.read + summary.errors.write - total_refused,
+    summary.duration, total_refused,
     latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end
 """
@@ -130,9 +171,10 @@ def wrk_load(base: str, name: str, folder: Path, concurrency: int, seconds: int)
     match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)", output)
     if not match:
         raise RuntimeError(f"wrk gave no result:\n{output}")
-    requests, errors, duration_us = (int(match[i]) for i in (1, 2, 3))
+    requests, errors, duration_us, refused = (int(match[i]) for i in (1, 2, 3, 4))
     p50, p95, p99 = (float(match[i]) / 1000 for i in (5, 6, 7))
-    return Load(requests / (duration_us / 1e6), p50, p95, p99, errors)
+    served = requests - errors - refused
+    return Load(served / (duration_us / 1e6), p50, p95, p99, errors, refused)
 
 
 async def python_load(
@@ -147,10 +189,14 @@ async def python_load(
         while pending:
             index = pending.pop()
             started = time.perf_counter()
-            response = await client.post(
-                f"{base}/v1/models/{name}/predict",
-                files={"file": ("x", images[index % len(images)])},
-            )
+            try:
+                response = await client.post(
+                    f"{base}/v1/models/{name}/predict",
+                    files={"file": ("x", images[index % len(images)])},
+                )
+            except httpx.TransportError:
+                statuses.append(0)  # a failed request, counted, not a crashed benchmark
+                continue
             statuses.append(response.status_code)
             if response.status_code == 200:
                 latencies.append(time.perf_counter() - started)
@@ -205,6 +251,8 @@ def main() -> None:
     raw, raw_single_ms = raw_pipeline(args.models_dir, args.model, images, args.raw_seconds)
     server, base, ready_s = start_server(args.models_dir, args.port, capture=False)
     try:
+        rss_ready = resident_mb(server.pid)
+        single = paired_single(args.models_dir, base, args.model, images)
         client, rows = http_rows(base, args.model, images, args)
         rss = resident_mb(server.pid)
         overload = asyncio.run(python_load(base, args.model, images, 256, 1024))
@@ -212,7 +260,11 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     print_report(args.model, len(images), raw, raw_single_ms, client, rows, overload)
-    print_targets(raw, raw_single_ms, rows, ready_s, rss)
+    print(
+        f"Alternated one by one (200 each): raw single image p50 {single[0]:.1f} ms, "
+        f"service at concurrency 1 p50 {single[1]:.1f} ms."
+    )
+    print_targets(raw, single, rows, ready_s, (rss_ready, rss))
 
 
 def print_report(
@@ -240,16 +292,21 @@ def print_report(
 
 
 def print_targets(
-    raw: dict[int, float], raw_single_ms: float, rows: dict[int, Load], ready_s: float, rss: float
+    raw: dict[int, float],
+    single: tuple[float, float],
+    rows: dict[int, Load],
+    ready_s: float,
+    rss: tuple[float, float],
 ) -> None:
     best = max(raw, key=lambda b: raw[b])
     best_batch_ms = best / raw[best] * 1000
     checks = [
         ("c16 throughput >= 1.0 x raw best", rows[16].rps / raw[best], 1.0, ">="),
-        ("c1 p50 - raw single latency (ms) <= 1", rows[1].p50 - raw_single_ms, 1.0, "<="),
+        ("c1 p50 - raw single p50, alternated (ms) <= 1", single[1] - single[0], 1.0, "<="),
         ("c16 p99 / raw best-batch time <= 2", rows[16].p99 / best_batch_ms, 2.0, "<="),
         ("start to ready (s) <= 2", ready_s, 2.0, "<="),
-        ("resident memory (MB) <= 250", rss, 250.0, "<="),
+        ("resident memory when ready (MB) <= 250", rss[0], 250.0, "<="),
+        ("resident memory after the c1-c64 runs (MB) <= 250", rss[1], 250.0, "<="),
     ]
     print("\n| target | measured | met |\n|---|---|---|")
     for label, value, limit, sense in checks:
