@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import Overloaded, problem_response
+from app.errors import Overloaded, error_response
 
 
 class InFlightLimit:
@@ -24,13 +24,12 @@ class InFlightLimit:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
-            detail = f"{self.in_flight} requests are in progress; retry shortly"
-            headers = {"Retry-After": self.retry_after}
-            response = problem_response(
-                Overloaded.status, Overloaded.title, detail, Overloaded.slug, headers
+            refusal = Overloaded(
+                f"{self.in_flight} requests are in progress; retry shortly",
+                headers={"Retry-After": self.retry_after},
             )
             await drain(receive)
-            await response(scope, receive, send)
+            await error_response(refusal)(scope, receive, send)
             return
         self.in_flight += 1
         try:

@@ -82,10 +82,16 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def error_response(exc: ServiceError) -> JSONResponse:
+    """The problem+json response for a domain error (also for ASGI middleware, which runs
+    outside FastAPI's exception handlers)."""
+    return problem_response(exc.status, exc.title, exc.detail, exc.slug, exc.headers)
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, ServiceError):
         return await _unexpected_error(request, exc)
-    return problem_response(exc.status, exc.title, exc.detail, exc.slug, exc.headers)
+    return error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -107,7 +113,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RequestValidationError):
         return await _unexpected_error(request, exc)
     parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-    return problem_response(400, "Bad request", "; ".join(parts), "bad-request")
+    return error_response(BadRequest("; ".join(parts)))
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:

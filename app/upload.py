@@ -10,7 +10,7 @@ import time
 from fastapi import HTTPException, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge, problem_response
+from app.errors import PayloadTooLarge, error_response
 
 MULTIPART_OVERHEAD = 64 * 1024
 CHUNK = 1 << 20
@@ -31,10 +31,7 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            response = problem_response(
-                413, "Upload too large", self._detail(), "payload-too-large"
-            )
-            await response(scope, receive, send)
+            await error_response(PayloadTooLarge(self._detail()))(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)
 
