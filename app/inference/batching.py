@@ -105,14 +105,16 @@ class DynamicBatcher:
         deadline = time.monotonic() + self._max_wait
         while len(jobs) < self.max_batch_size:
             remaining = deadline - time.monotonic()
+            waiting = self._incoming > 0 and remaining > 0  # an announced image is on its way
             try:
-                if self._incoming > 0 and remaining > 0:
-                    job = self._queue.get(timeout=min(remaining, 0.0005))
-                else:
-                    job = self._queue.get_nowait()
+                job = (
+                    self._queue.get(timeout=min(remaining, 0.0005))
+                    if waiting
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
-                if self._incoming > 0 and remaining > 0:
-                    continue  # an announced image is still being decoded
+                if waiting:
+                    continue
                 break
             if job is None:
                 return jobs, True
