@@ -30,7 +30,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from app.config import Settings
 from app.inference.predict import prepare, run_batch
 from app.inference.store import LoadedModel, load_model_dir, sha256_file
-from training.data import Sample, clean, discover
+from training.data import Sample
+from training.scoring import labelled_samples, open_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,8 @@ def quantize_model_dir(
     seed: int = 0,
 ) -> Path:
     """Write `<output>/<name>-int8/<version>/` from `model_dir` and return it."""
-    name, version = model_dir.parent.name, int(model_dir.name)
-    settings = Settings(intra_op_threads=0)
-    model = load_model_dir(model_dir, name, version, settings)
+    model = open_model_dir(model_dir)
+    name, version = model.card.name, model.card.version
     calibration, held = split_samples(model, data, label_map, calibration_images, seed)
     log.info("calibrating on %d images, measuring on %d", len(calibration), len(held))
     target = output / f"{name}-int8" / str(version)
@@ -70,7 +70,7 @@ def quantize_model_dir(
     write_int8(model, tensors_of(model, calibration), staging / "model.onnx")
     card = variant_card(model, staging / "model.onnx")
     (staging / "metadata.json").write_text(json.dumps(card, indent=2))
-    variant = load_model_dir(staging, card["name"], version, settings)
+    variant = load_model_dir(staging, card["name"], version, Settings(intra_op_threads=0))
     card["quantization"] = {
         **card["quantization"],
         **compare(model, variant, held),
@@ -87,8 +87,7 @@ def split_samples(
     model: LoadedModel, data: Path, label_map: dict[str, str] | None, count: int, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
     """Calibration images and the other images (the comparison never sees calibration ones)."""
-    samples, _ = clean(discover(data, label_map), data)
-    samples = [s for s in samples if s.label in model.card.classes]
+    samples, _ = labelled_samples(data, model.card.classes, label_map)
     order = np.random.default_rng(seed).permutation(len(samples))
     shuffled = [samples[i] for i in order]
     return shuffled[:count], shuffled[count:]
