@@ -28,7 +28,7 @@ import numpy as np
 
 from app.config import Settings
 from app.inference.predict import prepare, run_batch
-from app.inference.store import ModelStore
+from app.inference.store import LoadedModel, ModelStore
 from tests.factories import encode
 from tests.server import start_server
 
@@ -62,14 +62,18 @@ def sample_images(count: int = 32) -> list[bytes]:
     ]
 
 
+def raw_model(models_dir: Path, name: str) -> LoadedModel:
+    """The model, loaded in this process as the service loads it, for the raw pipeline."""
+    store = ModelStore(Settings(models_dir=models_dir, max_batch_size=1))
+    store.load_all()
+    return store.get(name)
+
+
 def raw_pipeline(
-    models_dir: Path, name: str, images: list[bytes], seconds: float
+    model: LoadedModel, images: list[bytes], seconds: float
 ) -> tuple[dict[int, float], float]:
     """Images/s of decode + preprocess + session.run in this process, per batch size, and the
     median single-image latency (ms)."""
-    store = ModelStore(Settings(models_dir=models_dir, max_batch_size=1))
-    store.load_all()
-    model = store.get(name)
     results, single = {}, []
     for batch in (1, 2, 4, 8, 16):
         done, started = 0, time.perf_counter()
@@ -86,14 +90,12 @@ def raw_pipeline(
 
 
 def paired_single(
-    models_dir: Path, base: str, name: str, images: list[bytes], count: int = 200
+    model: LoadedModel, base: str, images: list[bytes], count: int = 200
 ) -> tuple[float, float]:
     """Median latency (ms) of one image through the raw pipeline and through the service at
     concurrency 1, alternated request by request so both see the same machine (a shared VM's
     speed drifts by more than the difference we look for)."""
-    store = ModelStore(Settings(models_dir=models_dir, max_batch_size=1))
-    store.load_all()
-    model = store.get(name)
+    name = model.card.name
     host, port = base.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
@@ -265,11 +267,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     images = sample_images()
-    raw, raw_single_ms = raw_pipeline(args.models_dir, args.model, images, args.raw_seconds)
+    model = raw_model(args.models_dir, args.model)
+    raw, raw_single_ms = raw_pipeline(model, images, args.raw_seconds)
     server, base, ready_s = start_server(args.models_dir, args.port, capture=False)
     try:
         rss_ready = resident_mb(server.pid)
-        single = paired_single(args.models_dir, base, args.model, images)
+        single = paired_single(model, base, images)
         client, rows = http_rows(base, args.model, images, args)
         rss = resident_mb(server.pid)
         before = latency_buckets(base, args.model)
