@@ -1,4 +1,4 @@
-"""`ctscan train | evaluate | export | quantize`: registered on the main CLI, lazily."""
+"""`ctscan train | evaluate | export | quantize | compare`: registered on the main CLI, lazily."""
 
 from __future__ import annotations
 
@@ -13,3 +13,4 @@ def register(cli: typer.Typer) -> None:
     cli.command(name="evaluate")(commands.evaluate)
     cli.command(name="export")(commands.export)
     cli.command(name="quantize")(commands.quantize)
+    cli.command(name="compare")(commands.compare)

@@ -219,3 +219,27 @@ def quantize(
     )
     report = json.loads((folder / "metadata.json").read_text())["quantization"]
     typer.echo(json.dumps({"wrote": str(folder), **report}, indent=2))
+
+
+def compare(
+    model_dir: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="The shipped models/<name>/<version>")
+    ],
+    candidates: Annotated[
+        list[Path], typer.Argument(exists=True, file_okay=False, help="Other exported versions")
+    ],
+    runs: Annotated[int, typer.Option(min=3, help="session.run calls per latency median")] = 30,
+) -> None:
+    """Put an architecture comparison table (cross-validated accuracy, macro F1, recall,
+    training time, size, CPU latency measured now) into the shipped model's card and report."""
+    configure_logging()
+    from app.errors import ModelLoadError
+    from training.compare import NotComparable, compare, markdown, write_comparison
+
+    try:
+        table = compare(model_dir, candidates, runs)
+    except (NotComparable, ModelLoadError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    write_comparison(model_dir, table)
+    typer.echo(markdown(table))

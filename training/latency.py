@@ -9,10 +9,12 @@ import numpy as np
 import onnxruntime as ort
 
 
-def onnx_latency_ms(path: Path, sample: np.ndarray, runs: int = 30) -> float:
+def onnx_latency_ms(
+    path: Path, sample: np.ndarray, runs: int = 30, input_name: str = "image"
+) -> float:
     """Median milliseconds for one `session.run` at batch 1 on the CPU provider."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {"image": sample[:1].astype(np.float32)}
+    feed = {input_name: sample[:1].astype(np.float32)}
     session.run(None, feed)
     times = []
     for _ in range(runs):

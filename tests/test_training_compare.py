@@ -1,0 +1,89 @@
+"""`ctscan compare`: the architecture table written into a shipped card and its report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.inference.card import read_card
+from tests.factories import write_model
+from tests.test_cli import run_cli
+from training.compare import NotComparable, compare, write_comparison
+
+
+def cross_validation(accuracy: float, folds: int) -> dict[str, Any]:
+    stat = {"mean": accuracy, "std": 0.05, "min": accuracy - 0.05, "max": accuracy + 0.05}
+    return {
+        "folds": folds,
+        "accuracy": stat,
+        "macro_f1": stat,
+        "recall": {"dark": stat, "bright": stat},
+    }
+
+
+def trained(root: Path, arch: str, accuracy: float, folds: int = 5, **extra: Any) -> Path:
+    """A real ONNX model folder whose card carries a cross-validation result."""
+    return write_model(
+        root,
+        "toy",
+        1,
+        architecture={"name": arch, "ensemble_members": 1},
+        training={"folds": 5, "config": {"weights": "none", "epochs": 8}},
+        evaluation={
+            "cross_validation": cross_validation(accuracy, folds),
+            "seconds": {"total": 90},
+        },
+        **extra,
+    )
+
+
+def shipped_store(tmp_path: Path) -> tuple[Path, list[Path]]:
+    shipped = trained(tmp_path / "models", "compact", 0.8)
+    (shipped / "report").mkdir()
+    (shipped / "report" / "report.md").write_text("# toy\n\ntext\n\n![roc](roc.png)\n")
+    others = [
+        trained(tmp_path / a, a, acc, folds=2) for a, acc in [("resnet50", 0.9), ("vgg19", 0.3)]
+    ]
+    return shipped, others
+
+
+def test_table_is_written_into_card_and_report_once(tmp_path: Path) -> None:
+    shipped, others = shipped_store(tmp_path)
+    for _ in range(2):  # a second run replaces the first table
+        write_comparison(shipped, compare(shipped, others, runs=3))
+    rows = read_card(shipped / "metadata.json").evaluation["architecture_comparison"]["rows"]
+    assert [r["arch"] for r in rows] == ["resnet50", "compact", "vgg19"]  # best CV first
+    assert [r["shipped"] for r in rows] == [False, True, False]
+    assert all(r["latency_ms"] > 0 and r["size_bytes"] > 0 for r in rows)
+    assert rows[0]["folds_run"] == 2 and rows[0]["folds_planned"] == 5
+    report = (shipped / "report" / "report.md").read_text()
+    assert report.count("## Architecture comparison") == 1
+    assert report.index("## Architecture comparison") < report.index("![roc]")
+    assert "| **compact (random init), shipped** | 16 px | 8 | 5 of 5 | 0.800 ± 0.050 |" in report
+
+
+def test_other_task_or_missing_cross_validation_is_refused(tmp_path: Path) -> None:
+    shipped, _ = shipped_store(tmp_path)
+    three = trained(tmp_path / "three", "compact", 0.5, classes=["low", "mid", "high"])
+    with pytest.raises(NotComparable, match="not a toy/1 candidate"):
+        compare(shipped, [three], runs=3)
+    bare = write_model(tmp_path / "bare", "toy")
+    with pytest.raises(NotComparable, match="no cross-validation"):
+        compare(shipped, [bare], runs=3)
+
+
+def test_cli_prints_the_table_and_refuses_clearly(tmp_path: Path) -> None:
+    shipped, others = shipped_store(tmp_path)
+    done = run_cli("compare", "--model-dir", str(shipped), *map(str, others), "--runs", "3")
+    assert done.returncode == 0, done.stderr
+    assert "| vgg19 (random init) | 16 px |" in done.stdout
+    assert (
+        "architecture_comparison"
+        in json.loads((shipped / "metadata.json").read_text())["evaluation"]
+    )
+    bare = write_model(tmp_path / "bare", "toy")
+    refused = run_cli("compare", "--model-dir", str(shipped), str(bare))
+    assert refused.returncode == 2 and "no cross-validation" in refused.stderr

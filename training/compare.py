@@ -1,0 +1,158 @@
+"""Architecture comparison: cross-validated runs of one task side by side in the shipped card.
+
+Each candidate is an exported model folder (`<store>/<name>/<version>/`) whose card holds its
+cross-validation; its CPU latency is measured here, in one run, so the column compares like with
+like. The table goes into the shipped card (`evaluation.architecture_comparison`) and its report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.config import available_cpus
+from app.inference.card import read_card
+from training.latency import onnx_latency_ms
+
+SECTION_START = "<!-- architecture-comparison -->"
+SECTION_END = "<!-- /architecture-comparison -->"
+
+
+class NotComparable(ValueError):
+    """A candidate that lacks what the table needs, or belongs to another task."""
+
+
+def candidate_row(folder: Path, runs: int = 30) -> dict[str, Any]:
+    """One table row from an exported model folder: its card's cross-validation, its size, and
+    its batch-1 CPU latency measured now."""
+    card = read_card(folder / "metadata.json")
+    raw = json.loads((folder / "metadata.json").read_text())
+    evaluation = raw.get("evaluation", {})
+    cv = evaluation.get("cross_validation")
+    if not cv:
+        raise NotComparable(f"{folder}: the card has no cross-validation to compare")
+    config = raw.get("training", {}).get("config", {})
+    blank = np.zeros((1, card.input.height, card.input.width, card.input.channels), np.float32)
+    return {
+        "folder": str(folder),
+        "model": f"{card.name}/{card.version}",
+        "classes": card.classes,
+        "arch": card.architecture.get("name", "?"),
+        "weights": config.get("weights", card.architecture.get("weights_init", "?")),
+        "members": card.architecture.get("ensemble_members", 1),
+        "image_size": card.input.height,
+        "epochs": config.get("epochs"),
+        "folds_run": cv["folds"],
+        "folds_planned": raw.get("training", {}).get("folds", cv["folds"]),
+        "accuracy": _mean_std(cv["accuracy"]),
+        "macro_f1": _mean_std(cv["macro_f1"]),
+        "recall": {c: round(v["mean"], 4) for c, v in cv["recall"].items()},
+        "train_seconds": round(evaluation.get("seconds", {}).get("total", float("nan")), 1),
+        "size_bytes": (folder / "model.onnx").stat().st_size,
+        "latency_ms": round(
+            onnx_latency_ms(folder / "model.onnx", blank, runs, card.input.name), 3
+        ),
+    }
+
+
+def compare(shipped: Path, candidates: list[Path], runs: int = 30) -> dict[str, Any]:
+    """Rows for the shipped model and each candidate (same task and classes), best first."""
+    rows = [candidate_row(folder, runs) for folder in [shipped, *candidates]]
+    task = rows[0]
+    for row in rows[1:]:
+        if (row["model"].split("/")[0], row["classes"]) != (
+            task["model"].split("/")[0],
+            task["classes"],
+        ):
+            raise NotComparable(f"{row['folder']} is not a {task['model']} candidate")
+    for row in rows:
+        row["shipped"] = row is task
+        del row["classes"]
+    rows.sort(key=lambda r: -r["accuracy"]["mean"])
+    return {
+        "measured": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "latency": f"median of {runs} session.run at batch 1, CPU provider, "
+        f"{available_cpus()} threads, all rows measured in one run",
+        "rows": rows,
+    }
+
+
+def write_comparison(shipped: Path, table: dict[str, Any]) -> None:
+    """Put the table into the shipped card and its report (replacing an earlier one)."""
+    card_path = shipped / "metadata.json"
+    card = json.loads(card_path.read_text())
+    card.setdefault("evaluation", {})["architecture_comparison"] = table
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    report = shipped / "report" / "report.md"
+    if report.is_file():
+        report.write_text(with_section(report.read_text(), markdown(table)))
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """The comparison as a markdown section."""
+    classes = list(table["rows"][0]["recall"])
+    header = ["architecture", "input", "epochs ≤", "folds", "CV accuracy", "macro F1"]
+    header += [f"recall {c}" for c in classes]
+    header += ["train time", "size", "CPU ms/image"]
+    lines = [
+        "## Architecture comparison",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in table["rows"]:
+        lines.append("| " + " | ".join(_cells(row, classes)) + " |")
+    lines += [
+        "",
+        "Cross-validation is grouped and stratified; folds `k of n` means only the first k of n "
+        f"folds were run (CPU budget). Latency: {table['latency']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def with_section(text: str, section: str) -> str:
+    """`text` with the marked comparison section replaced, or inserted before the figures."""
+    block = f"{SECTION_START}\n{section}{SECTION_END}\n"
+    pattern = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END) + r"\n?", re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text)
+    figures = text.find("\n![")
+    if figures < 0:
+        return text.rstrip("\n") + "\n\n" + block
+    return text[: figures + 1] + block + "\n" + text[figures + 1 :]
+
+
+def _cells(row: dict[str, Any], classes: list[str]) -> list[str]:
+    members = f" x {row['members']}" if row["members"] > 1 else ""
+    start = "random init" if row["weights"] == "none" else f"{row['weights']} weights"
+    label = f"{row['arch']}{members} ({start})"
+    if row["shipped"]:
+        label = f"**{label}, shipped**"
+    cells = [
+        label,
+        f"{row['image_size']} px",
+        str(row["epochs"]),
+        f"{row['folds_run']} of {row['folds_planned']}",
+        f"{row['accuracy']['mean']:.3f} ± {row['accuracy']['std']:.3f}",
+        f"{row['macro_f1']['mean']:.3f} ± {row['macro_f1']['std']:.3f}",
+    ]
+    cells += [f"{row['recall'][c]:.2f}" for c in classes]
+    cells += [
+        f"{row['train_seconds'] / 60:.1f} min",
+        f"{row['size_bytes'] / 1e6:.1f} MB",
+        f"{row['latency_ms']:.1f}",
+    ]
+    return cells
+
+
+def _latency(folder: Path, blank: np.ndarray, runs: int, input_name: str) -> float:
+    return onnx_latency_ms(folder / "model.onnx", blank, runs, input_name)
+
+
+def _mean_std(stat: dict[str, float]) -> dict[str, float]:
+    return {"mean": round(stat["mean"], 4), "std": round(stat["std"], 4)}
