@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.api.predict import ERRORS, PipelineDep, UploadDep, WindowDep
+from app.api.predict import ERRORS, UPLOAD_BODY, PipelineDep, WindowDep
 from app.api.schemas import Explanation
 from app.inference.explain import explain, overlay_bytes
 
@@ -24,17 +24,17 @@ router = APIRouter(tags=["predict"])
             "description": "JSON (default), or the overlay PNG with `Accept: image/png`",
         },
     },
+    openapi_extra=UPLOAD_BODY,
     summary="Classify one image and show where the evidence is (class activation map)",
 )
 async def explain_upload(
     name: str,
-    file: UploadDep,
     pipeline: PipelineDep,
     window: WindowDep,
     target: Annotated[str | None, Query(alias="class", description="Class to explain")] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
-    model, prepared = await pipeline.prepared(name, None, file, window)
+    model, prepared = await pipeline.prepared(name, None, window)
     result = await pipeline.runner.run(explain, model, prepared, target)
     if accept and "image/png" in accept and "application/json" not in accept:
         return Response(overlay_bytes(result), media_type="image/png")

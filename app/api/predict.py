@@ -7,21 +7,47 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
 
-from app.api.deps import BatchersDep, MetricsDep, RunnerDep, SettingsDep, StoreDep
 from app.api.schemas import Prediction, problem_responses
+from app.config import Settings
 from app.errors import BadRequest, ServiceError
 from app.imaging.dicom import WINDOW_PRESETS, Window
+from app.inference.batchers import Batchers
+from app.inference.pool import WorkerPool
 from app.inference.predict import PreparedInput, build_result, prepare
-from app.inference.store import LoadedModel
+from app.inference.store import LoadedModel, ModelStore
+from app.metrics import Metrics
 from app.upload import read_upload
 
 router = APIRouter(tags=["predict"])
+# The hot routes read their one upload from the parsed form themselves and answer with a
+# JSONResponse built from the result dict. `openapi_extra=UPLOAD_BODY` and `response_model` still
+# document both, but FastAPI no longer validates the body field and re-serialises every answer
+# through pydantic on the event loop: about 0.9 ms less per request at concurrency 1.
 
-UploadDep = Annotated[
-    UploadFile, File(description="One image: PNG, JPEG, TIFF, BMP, WebP or DICOM")
-]
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "One image: PNG, JPEG, TIFF, BMP, WebP or DICOM",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
 ERRORS = problem_responses(400, 404, 408, 413, 415, 422, 503)
 
 
@@ -29,65 +55,76 @@ ERRORS = problem_responses(400, 404, 408, 413, 415, 422, 503)
 class Pipeline:
     """Everything a prediction request needs, injected once."""
 
-    store: StoreDep
-    runner: RunnerDep
-    batchers: BatchersDep
-    settings: SettingsDep
-    metrics: MetricsDep
+    store: ModelStore
+    runner: WorkerPool
+    batchers: Batchers
+    settings: Settings
+    metrics: Metrics
     request: Request
 
     async def predict(
-        self, name: str, version: int | None, file: UploadFile, window: Window | None = None
-    ) -> dict[str, Any]:
+        self, name: str, version: int | None, window: Window | None = None
+    ) -> JSONResponse:
+        """Classify the request's upload; count and time it."""
         started = time.perf_counter()
         status, label_version = 500, "-" if version is None else str(version)
         try:
-            result = await self._predict(name, version, file, window)
+            result = await self._predict(name, version, window)
         except ServiceError as exc:
             status = exc.status
             raise
         else:
             status, label_version = 200, str(result["version"])
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
-            return result
+            return JSONResponse(result)
         finally:
             self.metrics.requests.labels(name, label_version, str(status)).inc()
 
     async def prepared(
-        self, name: str, version: int | None, file: UploadFile, window: Window | None = None
+        self, name: str, version: int | None, window: Window | None = None
     ) -> tuple[LoadedModel, PreparedInput]:
         """The model and the upload decoded and preprocessed for it."""
         model = self.store.get(name, version)
-        return model, await self._prepare(model, file, window)
+        return model, await self._prepare(model, window)
 
-    async def _prepare(
-        self, model: LoadedModel, file: UploadFile, window: Window | None
-    ) -> PreparedInput:
-        await self._one_file_only()
-        data = await read_upload(file, self.settings.max_upload_bytes)
+    async def _prepare(self, model: LoadedModel, window: Window | None) -> PreparedInput:
+        data = await self._upload_bytes()
         limit = self.settings.max_image_pixels
         return await self.runner.run(prepare, model, data, limit, window)
 
-    async def _one_file_only(self) -> None:
-        form = await self.request.form()  # already parsed by FastAPI: cached, not re-read
-        if len(form.getlist("file")) > 1:
-            raise BadRequest("send exactly one file in the `file` field")
+    async def _upload_bytes(self) -> bytes:
+        """The bytes of the one file in the form's `file` field; 400 for anything else."""
+        form = await self.request.form()  # malformed multipart: Starlette answers 400
+        try:
+            files = form.getlist("file")
+            if len(files) != 1 or not isinstance(files[0], UploadFile):
+                raise BadRequest("send exactly one file in the `file` field")
+            return await read_upload(files[0], self.settings.max_upload_bytes)
+        finally:
+            await form.close()
 
     async def _predict(
-        self, name: str, version: int | None, file: UploadFile, window: Window | None
+        self, name: str, version: int | None, window: Window | None
     ) -> dict[str, Any]:
         model = self.store.get(name, version)
         with self.batchers.for_model(model).expecting() as ticket:
-            prepared = await self._prepare(model, file, window)
+            prepared = await self._prepare(model, window)
             future = ticket.submit(prepared.tensor)
         probabilities = await asyncio.wrap_future(future)
         return build_result(model, prepared.decoded, probabilities)
 
 
-PipelineDep = Annotated[Pipeline, Depends()]
+async def get_pipeline(request: Request) -> Pipeline:
+    """The request's pipeline from the lifespan's objects: one dependency, resolved on the event
+    loop (FastAPI calls a class or a plain `def` dependency in its thread pool)."""
+    app = request.app.state
+    return Pipeline(app.store, app.runner, app.batchers, app.settings, app.metrics, request)
 
 
-def window_query(
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+
+
+async def window_query(
     window: Annotated[
         str | None, Query(description=f"DICOM window preset: {', '.join(WINDOW_PRESETS)}")
     ] = None,
@@ -116,33 +153,32 @@ WindowDep = Annotated[Window | None, Depends(window_query)]
     "/v1/models/{name}/predict",
     response_model=Prediction,
     responses=ERRORS,
+    openapi_extra=UPLOAD_BODY,
     summary="Classify one image with the model's default (highest) version",
 )
-async def predict(
-    name: str, file: UploadDep, pipeline: PipelineDep, window: WindowDep
-) -> dict[str, Any]:
-    return await pipeline.predict(name, None, file, window)
+async def predict(name: str, pipeline: PipelineDep, window: WindowDep) -> JSONResponse:
+    return await pipeline.predict(name, None, window)
 
 
 @router.post(
     "/v1/models/{name}/versions/{version}/predict",
     response_model=Prediction,
     responses=ERRORS,
+    openapi_extra=UPLOAD_BODY,
     summary="Classify one image with a pinned model version",
 )
 async def predict_version(
-    name: str, version: int, file: UploadDep, pipeline: PipelineDep, window: WindowDep
-) -> dict[str, Any]:
-    return await pipeline.predict(name, version, file, window)
+    name: str, version: int, pipeline: PipelineDep, window: WindowDep
+) -> JSONResponse:
+    return await pipeline.predict(name, version, window)
 
 
 @router.post(
     "/predict",
     response_model=Prediction,
     responses=ERRORS,
+    openapi_extra=UPLOAD_BODY,
     summary="Classify one image with the default model",
 )
-async def predict_default(
-    file: UploadDep, pipeline: PipelineDep, window: WindowDep
-) -> dict[str, Any]:
-    return await pipeline.predict(pipeline.store.default_name(), None, file, window)
+async def predict_default(pipeline: PipelineDep, window: WindowDep) -> JSONResponse:
+    return await pipeline.predict(pipeline.store.default_name(), None, window)
