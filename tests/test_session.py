@@ -1,11 +1,22 @@
-"""Session options follow the settings: threads, optimisation level, arena, spinning."""
+"""Session options follow the settings (threads, optimisation level, arena, spinning), and the
+optional cache of optimised graphs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
-from app.inference.session import session_options
+from app.config import Settings
+from app.inference.card import read_card
+from app.inference.predict import run_batch
+from app.inference.session import optimized_cache_path, session_options
+from app.inference.store import load_model_dir
+from tests.factories import brightness_model, write_model
 
 
 @pytest.mark.parametrize(("arena", "spinning"), [(False, False), (True, True)])
@@ -16,3 +27,66 @@ def test_session_options(arena: bool, spinning: bool) -> None:
     assert options.enable_cpu_mem_arena is arena
     expected = "1" if spinning else "0"
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+
+
+def cached_settings(tmp_path: Path, **extra: object) -> Settings:
+    return Settings(models_dir=tmp_path / "models", optimized_model_dir=tmp_path / "cache", **extra)
+
+
+def bright_score(folder: Path, settings: Settings) -> float:
+    model = load_model_dir(folder, "toy", 1, settings)
+    return float(run_batch(model, np.full((1, 16, 16, 1), 0.9, np.float32))[0][1])
+
+
+def inverted_brightness_model() -> bytes:
+    """The test graph with its weights and bias negated: bright images → the first class."""
+    model = onnx.load_from_string(brightness_model())
+    for tensor in model.graph.initializer:
+        if tensor.name in ("w", "b"):
+            tensor.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(tensor), tensor.name))
+    return model.SerializeToString()
+
+
+def test_optimised_graph_is_cached_and_then_loaded(tmp_path: Path) -> None:
+    folder = write_model(tmp_path / "models", "toy")
+    settings = cached_settings(tmp_path)
+    original = bright_score(folder, settings)
+    (cached,) = (tmp_path / "cache").iterdir()
+    assert cached.name.startswith("toy-1-") and cached.suffix == ".onnx"
+    # a later start reads the cache, not the original: a different graph put there answers
+    cached.write_bytes(inverted_brightness_model())
+    assert bright_score(folder, settings) == pytest.approx(1 - original, abs=1e-6)
+
+
+def test_unusable_cache_entry_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = write_model(tmp_path / "models", "toy")
+    settings = cached_settings(tmp_path)
+    expected = bright_score(folder, settings)
+    (cached,) = (tmp_path / "cache").iterdir()
+    for unusable in (b"not a graph", brightness_model(classes=["low", "mid", "high"])):
+        cached.write_bytes(unusable)
+        assert bright_score(folder, settings) == pytest.approx(expected)
+    assert "ignoring cached optimised graph" in caplog.text
+    assert ort.InferenceSession(str(cached)).get_inputs()[0].name == "image"  # rewritten
+
+
+def test_unwritable_cache_costs_a_warning_not_the_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = write_model(tmp_path / "models", "toy")
+    (tmp_path / "cache").write_text("a file where the folder should be")
+    assert bright_score(folder, cached_settings(tmp_path)) > 0.5
+    assert "optimised graph not cached" in caplog.text
+
+
+def test_cache_key_follows_level_and_is_cpu_only(tmp_path: Path) -> None:
+    card = read_card(write_model(tmp_path / "models", "toy") / "metadata.json")
+    cpu = ["CPUExecutionProvider"]
+    paths = {
+        optimized_cache_path(card, cached_settings(tmp_path, graph_optimization=level), cpu)
+        for level in ("basic", "all")
+    }
+    assert len(paths) == 2
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert optimized_cache_path(card, cached_settings(tmp_path), gpu) is None
+    assert optimized_cache_path(card, Settings(), cpu) is None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -61,20 +65,10 @@ def create_session(
 ) -> tuple[ort.InferenceSession, str]:
     """A checked, warmed-up session and the execution provider it really uses."""
     providers = choose_providers(settings.providers)
-    try:
-        session = ort.InferenceSession(
-            str(model_path),
-            sess_options=session_options(
-                settings.threads,
-                settings.graph_optimization,
-                settings.cpu_mem_arena,
-                settings.intra_op_spinning,
-            ),
-            providers=providers,
-            provider_options=provider_options(providers, settings),
-        )
-    except Exception as exc:  # onnxruntime raises its own unexported exception types
-        raise ModelLoadError(f"onnxruntime cannot load {model_path.name}: {exc}") from exc
+    cached = optimized_cache_path(card, settings, providers)
+    session = _load_cached(cached, card, settings, providers) if cached else None
+    if session is None:
+        session = _build(model_path, settings, providers, save_to=cached)
     check_signature(session, card)
     in_use = session.get_providers()[0]
     if in_use != providers[0]:
@@ -82,6 +76,85 @@ def create_session(
     for batch in warm_batches:
         warm_up(session, card, batch)
     return session, in_use
+
+
+def optimized_cache_path(card: ModelCard, settings: Settings, providers: list[str]) -> Path | None:
+    """Where this model's optimised graph is cached, or None when there is no cache. The name
+    binds the graph's checksum, the optimisation level, the onnxruntime version and the CPU: an
+    optimised graph may hold layout choices for this CPU's instruction set. CPU provider only."""
+    if settings.optimized_model_dir is None or providers != ["CPUExecutionProvider"]:
+        return None
+    key = f"{card.sha256}|{settings.graph_optimization}|{ort.__version__}|{cpu_fingerprint()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return settings.optimized_model_dir / f"{card.name}-{card.version}-{digest}.onnx"
+
+
+def cpu_fingerprint() -> str:
+    """The CPU's model name and feature flags (Linux), else the machine type."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine()
+    wanted = [line for line in lines if line.startswith(("model name", "flags", "Features"))]
+    return "|".join(dict.fromkeys(wanted)) or platform.machine()
+
+
+def _load_cached(
+    path: Path, card: ModelCard, settings: Settings, providers: list[str]
+) -> ort.InferenceSession | None:
+    """The cached optimised graph, loaded without optimising again; None if absent or unusable
+    (it is then rebuilt from the original)."""
+    if not path.is_file():
+        return None
+    try:
+        session = _session(path, settings, providers, level="disable")
+        check_signature(session, card)
+        return session
+    except ModelLoadError as exc:
+        log.warning("ignoring cached optimised graph %s: %s", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _build(
+    model_path: Path, settings: Settings, providers: list[str], save_to: Path | None
+) -> ort.InferenceSession:
+    """A session from the original graph; with `save_to`, also write the optimised graph there
+    (under a temporary name first, so a crash never leaves half a file in the cache). A cache
+    that cannot be written costs a warning, never the model."""
+    level = settings.graph_optimization
+    if save_to is not None:
+        partial = save_to.with_suffix(f".{os.getpid()}.partial")
+        try:
+            save_to.parent.mkdir(parents=True, exist_ok=True)
+            session = _session(model_path, settings, providers, level, partial)
+            partial.replace(save_to)
+            return session
+        except (OSError, ModelLoadError) as exc:
+            log.warning("optimised graph not cached in %s: %s", save_to.parent, exc)
+        finally:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+    return _session(model_path, settings, providers, level)
+
+
+def _session(
+    path: Path, settings: Settings, providers: list[str], level: str, save_to: Path | None = None
+) -> ort.InferenceSession:
+    options = session_options(
+        settings.threads, level, settings.cpu_mem_arena, settings.intra_op_spinning
+    )
+    if save_to is not None:
+        options.optimized_model_filepath = str(save_to)
+    try:
+        return ort.InferenceSession(
+            str(path),
+            sess_options=options,
+            providers=providers,
+            provider_options=provider_options(providers, settings),
+        )
+    except Exception as exc:  # onnxruntime raises its own unexported exception types
+        raise ModelLoadError(f"onnxruntime cannot load {path.name}: {exc}") from exc
 
 
 def check_signature(session: ort.InferenceSession, card: ModelCard) -> None:
