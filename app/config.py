@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty = closed"
     )
+    trim_idle_s: float = Field(
+        1.0, ge=0, description="Return freed heap memory to the OS after this long idle; 0 = never"
+    )
     poll_interval_s: float = Field(0, ge=0, description="Rescan the model store; 0 = never")
     log_json: bool = Field(False, description="Log one JSON object per line")
     host: str = "127.0.0.1"

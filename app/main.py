@@ -19,6 +19,7 @@ from app.errors import install_error_handlers
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
 from app.inference.store import ModelStore
+from app.memory import trim_when_idle
 from app.metrics import Metrics
 from app.request_context import RequestIdMiddleware
 from app.security import require_api_key
@@ -91,12 +92,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.batchers = Batchers(settings, app.state.metrics)
     loading = asyncio.create_task(asyncio.to_thread(_load_models, store))
     polling = asyncio.create_task(_poll(store, settings.poll_interval_s))
+    trimming = asyncio.create_task(
+        trim_when_idle(app.state.runner, app.state.batchers, settings.trim_idle_s)
+    )
     try:
         yield
     finally:
-        polling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await polling
+        for task in (polling, trimming):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await loading
         app.state.runner.shutdown()
         app.state.batchers.close()

@@ -22,6 +22,7 @@ class WorkerPool:
         self._capacity = workers + queue
         self._retry_after = str(retry_after_s)
         self._pending = 0  # touched only from the event loop thread
+        self.finished = 0  # jobs done since start, for idle detection
 
     @property
     def pending(self) -> int:
@@ -40,6 +41,7 @@ class WorkerPool:
             return await loop.run_in_executor(self._executor, partial(func, *args, **kwargs))
         finally:
             self._pending -= 1
+            self.finished += 1
 
     def shutdown(self) -> None:
         """Finish running jobs and stop the threads."""

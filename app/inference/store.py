@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import logging
 import re
@@ -20,6 +18,7 @@ from app.config import Settings, available_cpus
 from app.errors import ModelLoadError, ModelNotFound, NotReady
 from app.inference.card import MODEL_NAME, ModelCard, read_card
 from app.inference.session import create_session
+from app.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -181,17 +180,6 @@ def load_model_dir(path: Path, name: str, version: int, settings: Settings) -> L
     warm = (1, max_batch) if settings.warm_up_max_batch and max_batch > 1 else (1,)
     session, provider = create_session(onnx_path, card, settings, warm)
     return LoadedModel(card, session, provider, path, 0.0)
-
-
-def release_free_memory() -> None:
-    """Hand the heap memory freed while building sessions back to the OS (glibc `malloc_trim`;
-    about 30 MB for the four shipped models). A no-op where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        return
 
 
 def sha256_file(path: Path) -> str:

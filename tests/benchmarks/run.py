@@ -232,9 +232,10 @@ def server_side_bound(before: dict[float, int], after: dict[float, int]) -> str:
     return f"{total} served, p99 <= {bound:g} s measured inside the service"
 
 
-def resident_mb(pid: int) -> float:
+def resident_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS) or its peak so far (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -274,6 +275,8 @@ def main() -> None:
         rss_ready = resident_mb(server.pid)
         single = paired_single(model, base, images)
         client, rows = http_rows(base, args.model, images, args)
+        peak = resident_mb(server.pid, "VmHWM")
+        time.sleep(Settings().trim_idle_s + 1)  # the service trims its heap once idle
         rss = resident_mb(server.pid)
         before = latency_buckets(base, args.model)
         overload = asyncio.run(python_load(base, args.model, images, 256, 1024))
@@ -287,7 +290,7 @@ def main() -> None:
         f"service at concurrency 1 p50 {single[1]:.1f} ms."
     )
     print(f"Concurrency 256: {inside} (the client's own times include its queueing).")
-    print_targets(raw, single, rows, ready_s, (rss_ready, rss))
+    print_targets(raw, single, rows, ready_s, (rss_ready, rss, peak))
 
 
 def print_report(
@@ -319,7 +322,7 @@ def print_targets(
     single: tuple[float, float],
     rows: dict[int, Load],
     ready_s: float,
-    rss: tuple[float, float],
+    rss: tuple[float, float, float],
 ) -> None:
     best = max(raw, key=lambda b: raw[b])
     best_batch_ms = best / raw[best] * 1000
@@ -329,7 +332,8 @@ def print_targets(
         ("c16 p99 / raw best-batch time <= 2", rows[16].p99 / best_batch_ms, 2.0, "<="),
         ("start to ready (s) <= 2", ready_s, 2.0, "<="),
         ("resident memory when ready (MB) <= 250", rss[0], 250.0, "<="),
-        ("resident memory after the c1-c64 runs (MB) <= 250", rss[1], 250.0, "<="),
+        ("resident memory idle after the c1-c64 runs (MB) <= 250", rss[1], 250.0, "<="),
+        ("peak resident memory, start to end of c64 (MB) <= 250", rss[2], 250.0, "<="),
     ]
     print("\n| target | measured | met |\n|---|---|---|")
     for label, value, limit, sense in checks:

@@ -1,0 +1,44 @@
+"""Hand heap memory back to the OS once a burst of requests is over.
+
+Decoding and batching allocate and free large buffers in several threads; glibc keeps the freed
+pages, so the resident size after a burst stays near its peak. When requests ran since the last
+look and none is being decoded or waits for a batch now, `malloc_trim` returns those pages."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the store imports this module; these import the store
+    from app.inference.batchers import Batchers
+    from app.inference.pool import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc `malloc_trim`); a no-op without glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        return
+
+
+async def trim_when_idle(runner: WorkerPool, batchers: Batchers, interval_s: float) -> None:
+    """Every `interval_s` seconds: trim the heap if uploads were handled since the last trim and
+    nothing is being decoded or queued now. 0 = never."""
+    if interval_s <= 0:
+        return
+    trimmed_at = runner.finished
+    while True:
+        await asyncio.sleep(interval_s)
+        busy = runner.pending > 0 or any(batchers.depths().values())
+        if runner.finished != trimmed_at and not busy:
+            trimmed_at = runner.finished
+            await asyncio.to_thread(release_free_memory)
+            log.debug("heap trimmed after %d uploads", trimmed_at)

@@ -1,0 +1,63 @@
+"""The idle heap trim: once after a burst of uploads, never while one is being handled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+
+from app.config import Settings
+from app.inference.batchers import Batchers
+from app.inference.pool import WorkerPool
+from app.memory import trim_when_idle
+from app.metrics import Metrics
+
+INTERVAL = 0.02
+
+
+def trims(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("heap trimmed" in record.getMessage() for record in caplog.records)
+
+
+async def run_trimmer(pool: WorkerPool, scenario: object) -> None:
+    trimmer = asyncio.create_task(trim_when_idle(pool, Batchers(Settings(), Metrics()), INTERVAL))
+    try:
+        await scenario  # type: ignore[misc]
+    finally:
+        trimmer.cancel()
+
+
+def test_trims_once_after_work_and_not_again_while_idle(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="app.memory")
+    pool = WorkerPool(workers=1, queue=4)
+
+    async def scenario() -> None:
+        await asyncio.sleep(INTERVAL * 4)
+        assert trims(caplog) == 0  # nothing ran yet
+        await pool.run(sum, [1, 2])
+        await asyncio.sleep(INTERVAL * 6)
+        assert trims(caplog) == 1  # once, not at every tick
+
+    asyncio.run(run_trimmer(pool, scenario()))
+    pool.shutdown()
+
+
+def test_no_trim_while_an_upload_is_being_decoded(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="app.memory")
+    pool, gate = WorkerPool(workers=2, queue=4), threading.Event()
+
+    async def scenario() -> None:
+        slow = asyncio.ensure_future(pool.run(gate.wait, 5))
+        await asyncio.sleep(0)  # the slow job is in the pool
+        await pool.run(sum, [1])
+        await asyncio.sleep(INTERVAL * 6)
+        assert trims(caplog) == 0  # one job is done, but another is in progress
+        gate.set()
+        await slow
+        await asyncio.sleep(INTERVAL * 6)
+        assert trims(caplog) == 1
+
+    asyncio.run(run_trimmer(pool, scenario()))
+    pool.shutdown()
