@@ -59,6 +59,10 @@ class InferenceFailed(ServiceError):
     status, title, slug = 500, "Inference failed", "inference-failed"
 
 
+class ClientGone(ServiceError):
+    status, title, slug = 499, "Client closed request", "client-closed-request"
+
+
 class ModelLoadError(Exception):
     """A model directory that cannot be served (bad card, checksum, graph)."""
 

@@ -37,11 +37,13 @@ class BodySizeLimit:
         await self.app(scope, self._counting(receive), send)
 
     def _counting(self, receive: Receive) -> Receive:
-        received = 0
+        received, complete = 0, False
         deadline = time.monotonic() + self.timeout_s
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, complete
+            if complete:  # after the body only a disconnect can come: no deadline
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), deadline - time.monotonic())
             except TimeoutError:
@@ -51,6 +53,7 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     raise HTTPException(413, self._detail())
+                complete = not message.get("more_body", False)
             return message
 
         return counted

@@ -66,6 +66,27 @@ def test_abandoned_announcement_stops_the_wait() -> None:
     batcher.close()
 
 
+def test_cancelled_job_is_dropped_not_run() -> None:
+    gate, seen = threading.Event(), []
+
+    def slow(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.reshape(-1).tolist())
+        gate.wait(5)
+        return double(batch)
+
+    batcher = DynamicBatcher(slow, max_batch_size=1, max_wait_ms=0)
+    running = batcher.submit(np.full((1, 1, 1), 1.0))
+    while not seen:  # the worker is inside the first batch
+        threading.Event().wait(0.001)
+    abandoned = batcher.submit(np.full((1, 1, 1), 2.0))
+    kept = batcher.submit(np.full((1, 1, 1), 3.0))
+    assert abandoned.cancel()  # its client left before its batch began
+    gate.set()
+    assert (running.result(timeout=5)[0], kept.result(timeout=5)[0]) == (2.0, 6.0)
+    assert seen == [[1.0], [3.0]] and batcher.batch_sizes == [1, 1]
+    batcher.close()
+
+
 def test_full_queue_is_overloaded_with_retry_after() -> None:
     gate = threading.Event()
 

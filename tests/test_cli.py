@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
-from tests.factories import png_bytes, write_model
+from tests.factories import encode, png_bytes, write_model
 from tests.server import CTSCAN
 from tests.server import start_server as serve
 
@@ -153,3 +155,53 @@ def test_stalled_body_gets_408_and_the_server_stays_healthy(tmp_path: Path) -> N
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def metric_total(base: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus sample over the series carrying `labels`."""
+    total = 0.0
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_abandoned_requests_are_dropped_not_computed(tmp_path: Path) -> None:
+    """Clients that hang up before their answer free their place: a decode that has not started
+    is cancelled and counted as 499, so waiting clients are not refused for dead ones."""
+    write_model(tmp_path / "models", "toy")
+    server, base, _ = serve(tmp_path / "models", env={"CTSCAN_DECODE_WORKERS": "1"})
+    host, port = base.removeprefix("http://").split(":")
+    ramp = np.tile(np.arange(4000, dtype=np.uint16) % 256, (4000, 1)).astype(np.uint8)
+    image = encode(Image.fromarray(ramp), "PNG")  # small file, slow to decode
+    head, tail = multipart_parts("big.png")
+    body = head + image + tail
+    request = (
+        f"POST /v1/models/toy/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+    ).encode() + body
+    try:
+        for _ in range(8):
+            with socket.create_connection((host, int(port)), timeout=30) as client:
+                client.sendall(request)  # ...and hang up without reading the answer
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = metric_total(base, "ctscan_predictions_total", model="toy")
+            if done == 8:
+                break
+            time.sleep(0.2)
+        abandoned = metric_total(base, "ctscan_predictions_total", model="toy", status="499")
+        assert abandoned >= 4, httpx.get(f"{base}/metrics").text
+        ok = httpx.post(f"{base}/predict", files={"file": ("a.png", png_bytes())}, timeout=10)
+        assert ok.status_code == 200
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def multipart_parts(filename: str) -> tuple[bytes, bytes]:
+    head = (
+        f'--b\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head, b"\r\n--b--\r\n"

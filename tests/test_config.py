@@ -65,3 +65,8 @@ def test_bad_values_fail_fast(monkeypatch: pytest.MonkeyPatch, key: str, value: 
     monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_empty_optimized_model_dir_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTSCAN_OPTIMIZED_MODEL_DIR", "")
+    assert Settings().optimized_model_dir is None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -13,7 +15,7 @@ from starlette.datastructures import UploadFile
 
 from app.api.schemas import Prediction, problem_responses
 from app.config import Settings
-from app.errors import BadRequest, ServiceError
+from app.errors import BadRequest, ClientGone, ServiceError
 from app.imaging.dicom import WINDOW_PRESETS, Window
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
@@ -107,11 +109,37 @@ class Pipeline:
         self, name: str, version: int | None, window: Window | None
     ) -> dict[str, Any]:
         model = self.store.get(name, version)
+        limit = self.settings.max_image_pixels
         with self.batchers.for_model(model).expecting() as ticket:
-            prepared = await self._prepare(model, window)
-            future = ticket.submit(prepared.tensor)
-        probabilities = await asyncio.wrap_future(future)
+            data = await self._upload_bytes()
+            with self._abandoned_if_client_leaves():
+                prepared = await self.runner.run(prepare, model, data, limit, window)
+                future = ticket.submit(prepared.tensor)
+                probabilities = await asyncio.wrap_future(future)
         return build_result(model, prepared.decoded, probabilities)
+
+    @contextlib.contextmanager
+    def _abandoned_if_client_leaves(self) -> Iterator[None]:
+        """Cancel the work inside when the client disconnects (a decode not yet started or an
+        image not yet batched is dropped) and raise ClientGone: abandoned requests must not hold
+        capacity that waiting clients need. Call it once the body has been read."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(self._cancel_when_client_leaves(task))
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise  # cancelled for another reason, e.g. shutdown
+            task.uncancel()
+            raise ClientGone("the client closed the connection before the answer") from None
+        finally:
+            watcher.cancel()
+
+    async def _cancel_when_client_leaves(self, task: asyncio.Task[Any]) -> None:
+        while (await self.request.receive())["type"] != "http.disconnect":
+            continue  # after the body, only a disconnect can come
+        task.cancel()
 
 
 async def get_pipeline(request: Request) -> Pipeline:

@@ -59,7 +59,8 @@ class DynamicBatcher:
         return self._queue.qsize()
 
     def submit(self, tensor: np.ndarray) -> Future[np.ndarray]:
-        """Queue one (H, W, C) input; the future gives its probabilities, or raises."""
+        """Queue one (H, W, C) input; the future gives its probabilities, or raises. Cancel it
+        before its batch starts and the image is dropped, not run."""
         job = _Job(tensor)
         try:
             self._queue.put_nowait(job)
@@ -122,6 +123,9 @@ class DynamicBatcher:
         return jobs, False
 
     def _execute(self, jobs: list[_Job]) -> None:
+        jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        if not jobs:  # every request of this batch was abandoned by its client
+            return
         self.batch_sizes = [*self.batch_sizes[-999:], len(jobs)]
         if self._on_batch:
             self._on_batch(len(jobs))
