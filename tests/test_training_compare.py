@@ -77,9 +77,19 @@ def test_other_task_or_missing_cross_validation_is_refused(tmp_path: Path) -> No
 
 def test_cli_prints_the_table_and_refuses_clearly(tmp_path: Path) -> None:
     shipped, others = shipped_store(tmp_path)
-    done = run_cli("compare", "--model-dir", str(shipped), *map(str, others), "--runs", "3")
+    done = run_cli(
+        "compare",
+        "--model-dir",
+        str(shipped),
+        *map(str, others),
+        "--runs",
+        "3",
+        "--note",
+        "Wall times include pauses.",
+    )
     assert done.returncode == 0, done.stderr
     assert "| vgg19 (random init) | 16 px |" in done.stdout
+    assert "Wall times include pauses." in (shipped / "report" / "report.md").read_text()
     assert (
         "architecture_comparison"
         in json.loads((shipped / "metadata.json").read_text())["evaluation"]

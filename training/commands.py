@@ -229,6 +229,9 @@ def compare(
         list[Path], typer.Argument(exists=True, file_okay=False, help="Other exported versions")
     ],
     runs: Annotated[int, typer.Option(min=3, help="session.run calls per latency median")] = 30,
+    note: Annotated[
+        list[str] | None, typer.Option(help="A line under the table (repeatable)")
+    ] = None,
 ) -> None:
     """Put an architecture comparison table (cross-validated accuracy, macro F1, recall,
     training time, size, CPU latency measured now) into the shipped model's card and report."""
@@ -237,7 +240,7 @@ def compare(
     from training.compare import NotComparable, compare, markdown, write_comparison
 
     try:
-        table = compare(model_dir, candidates, runs)
+        table = compare(model_dir, candidates, runs, note)
     except (NotComparable, ModelLoadError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -60,8 +60,11 @@ def candidate_row(folder: Path, runs: int = 30) -> dict[str, Any]:
     }
 
 
-def compare(shipped: Path, candidates: list[Path], runs: int = 30) -> dict[str, Any]:
-    """Rows for the shipped model and each candidate (same task and classes), best first."""
+def compare(
+    shipped: Path, candidates: list[Path], runs: int = 30, notes: list[str] | None = None
+) -> dict[str, Any]:
+    """Rows for the shipped model and each candidate (same task and classes), best first, and
+    the caller's notes on how the rows were produced."""
     rows = [candidate_row(folder, runs) for folder in [shipped, *candidates]]
     task = rows[0]
     for row in rows[1:]:
@@ -79,6 +82,7 @@ def compare(shipped: Path, candidates: list[Path], runs: int = 30) -> dict[str, 
         "latency": f"median of {runs} session.run at batch 1, CPU provider, "
         f"{available_cpus()} threads, all rows measured in one run",
         "rows": rows,
+        "notes": notes or [],
     }
 
 
@@ -111,6 +115,7 @@ def markdown(table: dict[str, Any]) -> str:
         "",
         "Cross-validation is grouped and stratified; folds `k of n` means only the first k of n "
         f"folds were run (CPU budget). Latency: {table['latency']}.",
+        *[f"{note}" for note in table.get("notes", [])],
     ]
     return "\n".join(lines) + "\n"
 
