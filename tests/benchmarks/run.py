@@ -69,13 +69,16 @@ def raw_model(models_dir: Path, name: str) -> LoadedModel:
     return store.get(name)
 
 
+BATCHES = (1, 2, 4, 8, 16)
+
+
 def raw_pipeline(
-    model: LoadedModel, images: list[bytes], seconds: float
+    model: LoadedModel, images: list[bytes], seconds: float, batches: tuple[int, ...] = BATCHES
 ) -> tuple[dict[int, float], float]:
     """Images/s of decode + preprocess + session.run in this process, per batch size, and the
     median single-image latency (ms)."""
     results, single = {}, []
-    for batch in (1, 2, 4, 8, 16):
+    for batch in batches:
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
             began = time.perf_counter()
@@ -86,7 +89,7 @@ def raw_pipeline(
             if batch == 1:
                 single.append(time.perf_counter() - began)
         results[batch] = done / (time.perf_counter() - started)
-    return results, statistics.median(single) * 1000
+    return results, statistics.median(single) * 1000 if single else float("nan")
 
 
 def paired_single(
@@ -212,7 +215,8 @@ async def python_load(
     refused = statuses.count(503)
     failures = len(statuses) - statuses.count(200) - refused
     ok = statuses.count(200)
-    return Load(ok / elapsed, *quantiles, failures=failures, refused=refused)
+    p50, p95, p99 = (float(q) for q in quantiles)
+    return Load(ok / elapsed, p50, p95, p99, failures=failures, refused=refused)
 
 
 def latency_buckets(base: str, name: str) -> dict[float, int]:
@@ -281,6 +285,8 @@ def main() -> None:
         before = latency_buckets(base, args.model)
         overload = asyncio.run(python_load(base, args.model, images, 256, 1024))
         inside = server_side_bound(before, latency_buckets(base, args.model))
+        best = max(raw, key=lambda b: raw[b])
+        (raw_after,) = raw_pipeline(model, images, args.raw_seconds, (best,))[0].values()
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -290,6 +296,11 @@ def main() -> None:
         f"service at concurrency 1 p50 {single[1]:.1f} ms."
     )
     print(f"Concurrency 256: {inside} (the client's own times include its queueing).")
+    print(
+        f"Raw best batch ({best}) measured again after the HTTP runs: {raw_after:.1f} images/s "
+        f"(before: {raw[best]:.1f}); the c16 target uses their mean, as this VM drifts."
+    )
+    raw[best] = (raw[best] + raw_after) / 2
     print_targets(raw, single, rows, ready_s, (rss_ready, rss, peak))
 
 
