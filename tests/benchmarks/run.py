@@ -300,8 +300,8 @@ def main() -> None:
         f"Raw best batch ({best}) measured again after the HTTP runs: {raw_after:.1f} images/s "
         f"(before: {raw[best]:.1f}); the c16 target uses their mean, as this VM drifts."
     )
-    raw[best] = (raw[best] + raw_after) / 2
-    print_targets(raw, single, rows, ready_s, (rss_ready, rss, peak))
+    raw_best = (best, (raw[best] + raw_after) / 2)
+    print_targets(raw_best, single, rows, ready_s, (rss_ready, rss, peak))
 
 
 def print_report(
@@ -329,16 +329,17 @@ def print_report(
 
 
 def print_targets(
-    raw: dict[int, float],
+    raw_best: tuple[int, float],
     single: tuple[float, float],
     rows: dict[int, Load],
     ready_s: float,
     rss: tuple[float, float, float],
 ) -> None:
-    best = max(raw, key=lambda b: raw[b])
-    best_batch_ms = best / raw[best] * 1000
+    """The issue's targets, each with the measured value; `raw_best` is (batch, images/s)."""
+    best, rate = raw_best
+    best_batch_ms = best / rate * 1000
     checks = [
-        ("c16 throughput >= 1.0 x raw best", rows[16].rps / raw[best], 1.0, ">="),
+        ("c16 throughput >= 1.0 x raw best", rows[16].rps / rate, 1.0, ">="),
         ("c1 p50 - raw single p50, alternated (ms) <= 1", single[1] - single[0], 1.0, "<="),
         ("c16 p99 / raw best-batch time <= 2", rows[16].p99 / best_batch_ms, 2.0, "<="),
         ("start to ready (s) <= 2", ready_s, 2.0, "<="),
