@@ -5,7 +5,6 @@ a request open."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from fastapi import HTTPException
 from starlette.datastructures import UploadFile
@@ -38,14 +37,15 @@ class BodySizeLimit:
 
     def _counting(self, receive: Receive) -> Receive:
         received, complete = 0, False
-        deadline = time.monotonic() + self.timeout_s
+        loop_deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def counted() -> Message:
             nonlocal received, complete
             if complete:  # after the body only a disconnect can come: no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+                async with asyncio.timeout_at(loop_deadline):
+                    message = await receive()
             except TimeoutError:
                 detail = f"the request body did not arrive within {self.timeout_s:g} s"
                 raise HTTPException(408, detail) from None
