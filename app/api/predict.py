@@ -110,8 +110,8 @@ class Pipeline:
     ) -> dict[str, Any]:
         model = self.store.get(name, version)
         limit = self.settings.max_image_pixels
+        data = await self._upload_bytes()  # announced below only once it has fully arrived
         with self.batchers.for_model(model).expecting() as ticket:
-            data = await self._upload_bytes()
             with self._abandoned_if_client_leaves():
                 prepared = await self.runner.run(prepare, model, data, limit, window)
                 future = ticket.submit(prepared.tensor)
