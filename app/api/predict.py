@@ -111,11 +111,11 @@ class Pipeline:
         model = self.store.get(name, version)
         limit = self.settings.max_image_pixels
         data = await self._upload_bytes()  # announced below only once it has fully arrived
-        with self.batchers.for_model(model).expecting() as ticket:
-            with self._abandoned_if_client_leaves():
-                prepared = await self.runner.run(prepare, model, data, limit, window)
-                future = ticket.submit(prepared.tensor)
-                probabilities = await asyncio.wrap_future(future)
+        batcher = self.batchers.for_model(model)
+        with batcher.expecting() as ticket, self._abandoned_if_client_leaves():
+            prepared = await self.runner.run(prepare, model, data, limit, window)
+            future = ticket.submit(prepared.tensor)
+            probabilities = await asyncio.wrap_future(future)
         return build_result(model, prepared.decoded, probabilities)
 
     @contextlib.contextmanager
