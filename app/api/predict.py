@@ -19,7 +19,7 @@ from app.errors import BadRequest, ClientGone, ServiceError
 from app.imaging.dicom import WINDOW_PRESETS, Window
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
-from app.inference.predict import PreparedInput, build_result, prepare
+from app.inference.predict import PreparedInput, build_result, prepare, prepare_for_batch
 from app.inference.store import LoadedModel, ModelStore
 from app.metrics import Metrics
 from app.upload import read_upload
@@ -113,10 +113,11 @@ class Pipeline:
         data = await self._upload_bytes()  # announced below only once it has fully arrived
         batcher = self.batchers.for_model(model)
         with batcher.expecting() as ticket, self._abandoned_if_client_leaves():
-            prepared = await self.runner.run(prepare, model, data, limit, window)
-            future = ticket.submit(prepared.tensor)
-            probabilities = await asyncio.wrap_future(future)
-        return build_result(model, prepared.decoded, probabilities)
+            job = self.runner.run(prepare_for_batch, model, data, limit, window)
+            del data  # neither the upload nor its full-size pixels wait for the batch
+            tensor, described = await job
+            probabilities = await asyncio.wrap_future(ticket.submit(tensor))
+        return build_result(model, described, probabilities)
 
     @contextlib.contextmanager
     def _abandoned_if_client_leaves(self) -> Iterator[None]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from app.errors import BadRequest
 from app.imaging.overlay import normalise_map, overlay_png
-from app.inference.predict import PreparedInput, build_result, normalise
+from app.inference.predict import PreparedInput, build_result, describe_input, normalise
 from app.inference.store import LoadedModel
 
 
@@ -22,7 +22,9 @@ def explain(model: LoadedModel, prepared: PreparedInput, target: str | None) -> 
     probabilities, maps = model.session.run(
         [output.name, output.activation_map], {spec.name: prepared.tensor[np.newaxis]}
     )
-    result = build_result(model, prepared.decoded, normalise(np.asarray(probabilities[0])))
+    result = build_result(
+        model, describe_input(prepared.decoded), normalise(np.asarray(probabilities[0]))
+    )
     classes = model.card.classes
     chosen = target or result["label"]
     if chosen not in classes:
