@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -67,9 +68,9 @@ def create_session(
     providers = choose_providers(settings.providers)
     cached = optimized_cache_path(card, settings, providers)
     session = _load_cached(cached, card, settings, providers) if cached else None
-    if session is None:
+    if session is None:  # a cached graph was checked when it was loaded
         session = _build(model_path, settings, providers, save_to=cached)
-    check_signature(session, card)
+        check_signature(session, card)
     in_use = session.get_providers()[0]
     if in_use != providers[0]:
         log.warning("%s: %s unavailable, running on %s", card.name, providers[0], in_use)
@@ -89,6 +90,7 @@ def optimized_cache_path(card: ModelCard, settings: Settings, providers: list[st
     return settings.optimized_model_dir / f"{card.name}-{card.version}-{digest}.onnx"
 
 
+@functools.cache
 def cpu_fingerprint() -> str:
     """The CPU's model name and feature flags (Linux), else the machine type."""
     try:
