@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -19,14 +20,20 @@ if TYPE_CHECKING:  # the store imports this module; these import the store
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (`find_library` may run `ldconfig`); None if absent."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return None
+
+
 def release_free_memory() -> None:
     """Hand freed heap memory back to the OS (glibc `malloc_trim`); a no-op without glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        return
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 async def trim_when_idle(runner: WorkerPool, batchers: Batchers, interval_s: float) -> None:
