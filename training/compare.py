@@ -31,12 +31,11 @@ def candidate_row(folder: Path, runs: int = 30) -> dict[str, Any]:
     """One table row from an exported model folder: its card's cross-validation, its size, and
     its batch-1 CPU latency measured now."""
     card = read_card(folder / "metadata.json")
-    raw = json.loads((folder / "metadata.json").read_text())
-    evaluation = raw.get("evaluation", {})
+    evaluation = card.evaluation
     cv = evaluation.get("cross_validation")
     if not cv:
         raise NotComparable(f"{folder}: the card has no cross-validation to compare")
-    config = raw.get("training", {}).get("config", {})
+    config = card.training.get("config", {})
     blank = np.zeros((1, card.input.height, card.input.width, card.input.channels), np.float32)
     return {
         "folder": str(folder),
@@ -48,7 +47,7 @@ def candidate_row(folder: Path, runs: int = 30) -> dict[str, Any]:
         "image_size": card.input.height,
         "epochs": config.get("epochs"),
         "folds_run": cv["folds"],
-        "folds_planned": raw.get("training", {}).get("folds", cv["folds"]),
+        "folds_planned": card.training.get("folds", cv["folds"]),
         "accuracy": _mean_std(cv["accuracy"]),
         "macro_f1": _mean_std(cv["macro_f1"]),
         "recall": {c: round(v["mean"], 4) for c, v in cv["recall"].items()},
@@ -153,10 +152,6 @@ def _cells(row: dict[str, Any], classes: list[str]) -> list[str]:
         f"{row['latency_ms']:.1f}",
     ]
     return cells
-
-
-def _latency(folder: Path, blank: np.ndarray, runs: int, input_name: str) -> float:
-    return onnx_latency_ms(folder / "model.onnx", blank, runs, input_name)
 
 
 def _mean_std(stat: dict[str, float]) -> dict[str, float]:
