@@ -87,12 +87,9 @@ class Pipeline:
     ) -> tuple[LoadedModel, PreparedInput]:
         """The model and the upload decoded and preprocessed for it."""
         model = self.store.get(name, version)
-        return model, await self._prepare(model, window)
-
-    async def _prepare(self, model: LoadedModel, window: Window | None) -> PreparedInput:
         data = await self._upload_bytes()
         limit = self.settings.max_image_pixels
-        return await self.runner.run(prepare, model, data, limit, window)
+        return model, await self.runner.run(prepare, model, data, limit, window)
 
     async def _upload_bytes(self) -> bytes:
         """The bytes of the one file in the form's `file` field; 400 for anything else."""
