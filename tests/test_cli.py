@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.benchmarks.run import BOUNDARY, multipart
 from tests.factories import encode, png_bytes, write_model
 from tests.server import CTSCAN
 from tests.server import start_server as serve
@@ -174,11 +175,10 @@ def test_abandoned_requests_are_dropped_not_computed(tmp_path: Path) -> None:
     host, port = base.removeprefix("http://").split(":")
     ramp = np.tile(np.arange(4000, dtype=np.uint16) % 256, (4000, 1)).astype(np.uint8)
     image = encode(Image.fromarray(ramp), "PNG")  # small file, slow to decode
-    head, tail = multipart_parts("big.png")
-    body = head + image + tail
+    body = multipart(image)
     request = (
         f"POST /v1/models/toy/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-        "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
     ).encode() + body
     try:
         for _ in range(8):
@@ -197,11 +197,3 @@ def test_abandoned_requests_are_dropped_not_computed(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.communicate(timeout=30)
-
-
-def multipart_parts(filename: str) -> tuple[bytes, bytes]:
-    head = (
-        f'--b\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head, b"\r\n--b--\r\n"
