@@ -28,9 +28,9 @@ from tests.factories import encode
 pytestmark = pytest.mark.train
 
 
-def blob_dataset(root: Path, per_class: int = 12, size: int = 48) -> None:
+def blob_dataset(root: Path, per_class: int = 12, size: int = 48, seed: int = 0) -> None:
     """Two classes: a bright blob on the left or on the right of a noisy slice."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for label, column in (("left", size // 4), ("right", 3 * size // 4)):
         folder = root / label
         folder.mkdir(parents=True)

@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 ARCHITECTURES = ("compact", "vgg19", "resnet50")
+COMPACT_FEATURES_OUTPUT = "block4_out"  # the compact CNN's last backbone layer
 HEADS = ("gap", "vgg")
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -29,17 +30,35 @@ def build(
     head: str = "gap",
     dropout: float = 0.3,
 ) -> keras.Model:
-    """A classifier returning logits; `weights` is 'imagenet', 'none' or a weights file."""
+    """A classifier returning logits; `weights` is 'imagenet', 'none' or a weights file (for
+    the compact CNN: a backbone written by `ctscan pretrain`; the head always starts fresh)."""
     inputs = keras.Input((size, size, 1), name="image")
     if arch == "compact":
         features = compact_features(inputs)
+        if weights not in ("none", "imagenet"):
+            load_compact_backbone(keras.Model(inputs, features), weights)
     else:
         features = _backbone(arch, size, weights)(_to_imagenet(inputs))
     logits = _head(features, classes, head, dropout)
-    model = keras.Model(inputs, logits, name=f"{arch}_{head}")
-    if arch == "compact" and weights not in ("none", "imagenet"):
-        model.load_weights(weights)
-    return model
+    return keras.Model(inputs, logits, name=f"{arch}_{head}")
+
+
+def compact_backbone(model: keras.Model) -> keras.Model:
+    """The feature part of a compact classifier (shares its layers and weights)."""
+    return keras.Model(model.input, model.get_layer(COMPACT_FEATURES_OUTPUT).output)
+
+
+def load_compact_backbone(backbone: keras.Model, path: str) -> None:
+    """Load backbone weights saved from `compact_backbone(...)`; clear error when unusable."""
+    if not Path(path).is_file():
+        raise WeightsUnavailable(f"weights file {path} does not exist")
+    try:
+        backbone.load_weights(path)
+    except Exception as exc:  # h5py and Keras report a wrong file as several types
+        raise WeightsUnavailable(
+            f"cannot load {path} into the compact CNN's backbone ({type(exc).__name__}: {exc}); "
+            "it must be a backbone written by `ctscan pretrain`"
+        ) from exc
 
 
 def compact_features(x: Any) -> Any:

@@ -1,4 +1,4 @@
-"""`ctscan train | evaluate | export | quantize | compare`: registered on the main CLI, lazily."""
+"""The `ctscan` training subcommands (train, pretrain, evaluate, ...), registered lazily."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ def register(cli: typer.Typer) -> None:
     from training import commands
 
     cli.command(name="train")(commands.train)
+    cli.command(name="pretrain")(commands.pretrain)
     cli.command(name="evaluate")(commands.evaluate)
     cli.command(name="export")(commands.export)
     cli.command(name="quantize")(commands.quantize)

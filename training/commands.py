@@ -145,6 +145,55 @@ def train(
     typer.echo(f"wrote {folder}")
 
 
+def pretrain(
+    data: Annotated[
+        list[Path], typer.Option(exists=True, file_okay=False, help="Source dataset (repeatable)")
+    ],
+    output: Annotated[Path, typer.Option(help="Backbone weights file, NAME.weights.h5")],
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Dataset whose images must not be used, e.g. the target task's (repeatable)",
+        ),
+    ] = None,
+    image_size: Annotated[int, typer.Option(help="Square input side in pixels")] = 128,
+    epochs: Annotated[int, typer.Option()] = 40,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    learning_rate: Annotated[float, typer.Option()] = 2e-3,
+    seed: Annotated[int, typer.Option()] = 42,
+    cache_dir: Annotated[Path, typer.Option(help="Preprocessed-array cache")] = Path("cache"),
+) -> None:
+    """Pretrain the compact CNN's backbone on other datasets' images, for `ctscan train
+    --arch compact --weights OUTPUT`."""
+    require_training_extra()
+    configure_logging()
+    from training.pretrain import WEIGHTS_SUFFIX, PretrainRequest
+    from training.pretrain import pretrain as run_pretraining
+    from training.train import TrainConfig
+
+    if not output.name.endswith(WEIGHTS_SUFFIX):
+        typer.echo(f"error: --output must end with {WEIGHTS_SUFFIX}", err=True)
+        raise typer.Exit(2)
+    config = TrainConfig(
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+    request = PretrainRequest(
+        sources=data,
+        exclude=exclude or [],
+        output=output,
+        config=config,
+        spec=InputSpec(height=image_size, width=image_size),
+        cache_dir=cache_dir,
+    )
+    typer.echo(f"wrote {run_pretraining(request)}")
+
+
 def _in_graph(arch: str) -> list[str]:
     steps = ["softmax(logits / temperature)"]
     if arch != "compact":

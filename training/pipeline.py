@@ -28,6 +28,7 @@ from training.data import (
 from training.evaluate import calibrate, classification_metrics, fold_summary
 from training.export import export_onnx, probability_model
 from training.latency import onnx_latency_ms
+from training.pretrain import read_provenance
 from training.report import write_report
 from training.tasks import TASKS
 from training.train import TrainConfig, fit
@@ -182,6 +183,7 @@ def _architecture(request: TrainRequest, served: Any, members: int) -> dict[str,
         "name": config.arch,
         "head": config.head,
         "weights_init": config.weights,
+        "pretraining": read_provenance(config.weights),
         "ensemble_members": members,
         "test_time_augmentation": "horizontal flip" if config.tta_flip else None,
         "parameters": int(served.count_params()),
