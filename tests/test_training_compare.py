@@ -11,7 +11,7 @@ import pytest
 from app.inference.card import read_card
 from tests.factories import write_model
 from tests.test_cli import run_cli
-from training.compare import NotComparable, compare, write_comparison
+from training.compare import NotComparable, compare, markdown, write_comparison
 
 
 def cross_validation(accuracy: float, folds: int) -> dict[str, Any]:
@@ -24,12 +24,14 @@ def cross_validation(accuracy: float, folds: int) -> dict[str, Any]:
     }
 
 
-def trained(root: Path, arch: str, accuracy: float, folds: int = 5, **extra: Any) -> Path:
+def trained(
+    root: Path, arch: str, accuracy: float, folds: int = 5, version: int = 1, **extra: Any
+) -> Path:
     """A real ONNX model folder whose card carries a cross-validation result."""
     return write_model(
         root,
         "toy",
-        1,
+        version,
         architecture={"name": arch, "ensemble_members": 1},
         training={"folds": 5, "config": {"weights": "none", "epochs": 8}},
         evaluation={
@@ -97,3 +99,20 @@ def test_cli_prints_the_table_and_refuses_clearly(tmp_path: Path) -> None:
     bare = write_model(tmp_path / "bare", "toy")
     refused = run_cli("compare", "--model-dir", str(shipped), str(bare))
     assert refused.returncode == 2 and "no cross-validation" in refused.stderr
+
+
+def test_rows_are_carried_over_from_an_earlier_version(tmp_path: Path) -> None:
+    """A new shipped version keeps the earlier table's candidates, marked as carried over."""
+    earlier, others = shipped_store(tmp_path)
+    write_comparison(earlier, compare(earlier, others, runs=3))
+    newer = trained(tmp_path / "next", "compact", 0.85, version=2)
+    table = compare(newer, [earlier], runs=3, carry_from=earlier)
+    rows = {r["model"] + " " + r["arch"]: r for r in table["rows"]}
+    assert sorted(rows) == ["toy/1 compact", "toy/1 resnet50", "toy/1 vgg19", "toy/2 compact"]
+    assert rows["toy/2 compact"]["shipped"] and "carried_from" not in rows["toy/1 compact"]
+    assert rows["toy/1 vgg19"]["carried_from"].startswith("toy/1, measured ")
+    text = markdown(table)
+    assert "| vgg19 (random init) † | 16 px |" in text
+    assert text.count("† carried over from the table of toy/1") == 1
+    with pytest.raises(NotComparable, match="no architecture comparison"):
+        compare(newer, [], runs=3, carry_from=newer)

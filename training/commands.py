@@ -281,6 +281,14 @@ def compare(
     note: Annotated[
         list[str] | None, typer.Option(help="A line under the table (repeatable)")
     ] = None,
+    carry_from: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="An earlier version whose table's other rows are carried over (marked †)",
+        ),
+    ] = None,
 ) -> None:
     """Put an architecture comparison table (cross-validated accuracy, macro F1, recall,
     training time, size, CPU latency measured now) into the shipped model's card and report."""
@@ -289,7 +297,7 @@ def compare(
     from training.compare import NotComparable, compare, markdown, write_comparison
 
     try:
-        table = compare(model_dir, candidates, runs, note)
+        table = compare(model_dir, candidates, runs, note, carry_from)
     except (NotComparable, ModelLoadError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

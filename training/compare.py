@@ -60,10 +60,15 @@ def candidate_row(folder: Path, runs: int = 30) -> dict[str, Any]:
 
 
 def compare(
-    shipped: Path, candidates: list[Path], runs: int = 30, notes: list[str] | None = None
+    shipped: Path,
+    candidates: list[Path],
+    runs: int = 30,
+    notes: list[str] | None = None,
+    carry_from: Path | None = None,
 ) -> dict[str, Any]:
     """Rows for the shipped model and each candidate (same task and classes), best first, and
-    the caller's notes on how the rows were produced."""
+    the caller's notes on how the rows were produced. `carry_from`: a model folder whose card's
+    table lends its other rows (marked carried, their latency from that earlier run)."""
     rows = [candidate_row(folder, runs) for folder in [shipped, *candidates]]
     task = rows[0]
     for row in rows[1:]:
@@ -75,6 +80,8 @@ def compare(
     for row in rows:
         row["shipped"] = row is task
         del row["classes"]
+    if carry_from is not None:
+        rows += carried_rows(carry_from, task["model"], {row["folder"] for row in rows})
     rows.sort(key=lambda r: -r["accuracy"]["mean"])
     return {
         "measured": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -83,6 +90,23 @@ def compare(
         "rows": rows,
         "notes": notes or [],
     }
+
+
+def carried_rows(folder: Path, task: str, present: set[str]) -> list[dict[str, Any]]:
+    """The rows of `folder`'s comparison but its shipped one (and those already measured),
+    each marked with where and when it was measured."""
+    card = read_card(folder / "metadata.json")
+    if card.name != task.split("/")[0]:
+        raise NotComparable(f"{folder} is not a {task} model; its rows cannot be carried over")
+    table = card.evaluation.get("architecture_comparison")
+    if not table:
+        raise NotComparable(f"{folder}: the card has no architecture comparison to carry over")
+    carried = f"{card.name}/{card.version}, measured {table['measured']}"
+    return [
+        {**row, "shipped": False, "carried_from": carried}
+        for row in table["rows"]
+        if not row["shipped"] and row["folder"] not in present
+    ]
 
 
 def write_comparison(shipped: Path, table: dict[str, Any]) -> None:
@@ -114,6 +138,7 @@ def markdown(table: dict[str, Any]) -> str:
         "",
         "Cross-validation is grouped and stratified; folds `k of n` means only the first k of n "
         f"folds were run (CPU budget). Latency: {table['latency']}.",
+        *_carried_notes(table["rows"]),
         *[f"{note}" for note in table.get("notes", [])],
     ]
     return "\n".join(lines) + "\n"
@@ -131,12 +156,22 @@ def with_section(text: str, section: str) -> str:
     return text[: figures + 1] + block + "\n" + text[figures + 1 :]
 
 
+def _carried_notes(rows: list[dict[str, Any]]) -> list[str]:
+    sources = sorted({row["carried_from"] for row in rows if "carried_from" in row})
+    return [
+        f"† carried over from the table of {source}: their latency was measured in that run, "
+        "not this one."
+        for source in sources
+    ]
+
+
 def _cells(row: dict[str, Any], classes: list[str]) -> list[str]:
     members = f" x {row['members']}" if row["members"] > 1 else ""
-    start = "random init" if row["weights"] == "none" else f"{row['weights']} weights"
-    label = f"{row['arch']}{members} ({start})"
+    label = f"{row['arch']}{members} ({_start(row['weights'])})"
     if row["shipped"]:
         label = f"**{label}, shipped**"
+    if "carried_from" in row:
+        label += " †"
     cells = [
         label,
         f"{row['image_size']} px",
@@ -152,6 +187,14 @@ def _cells(row: dict[str, Any], classes: list[str]) -> list[str]:
         f"{row['latency_ms']:.1f}",
     ]
     return cells
+
+
+def _start(weights: str) -> str:
+    if weights == "none":
+        return "random init"
+    if weights == "imagenet":
+        return "imagenet weights"
+    return f"pretrained backbone {Path(weights).name}"
 
 
 def _mean_std(stat: dict[str, float]) -> dict[str, float]:
