@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,6 +19,14 @@ KNOWN_PROVIDERS = (
     "OpenVINOExecutionProvider",
     "CPUExecutionProvider",
 )
+
+
+class BatchPolicy(NamedTuple):
+    """How one model's requests are batched."""
+
+    max_batch_size: int
+    max_wait_ms: float
+    workers: int
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max ..."
@@ -96,6 +104,12 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(8, ge=1, description="Images per session.run; 1 = no batching")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill")
+    batch_workers: int = Field(
+        2,
+        ge=1,
+        description="Batches of one model run at once (session.run from this many threads, like "
+        "Triton's instance count): under load, one batch fills while another runs",
+    )
     warm_up_max_batch: bool = Field(
         False,
         description="Also warm each model up at max_batch_size, not only at batch 1 (start-up "
@@ -103,7 +117,8 @@ class Settings(BaseSettings):
     )
     batching: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description='Per-model overrides, e.g. {"chest-ct-cancer": {"max_batch_size": 16}}',
+        description="Per-model overrides of max_batch_size, max_wait_ms and batch_workers, e.g. "
+        '{"chest-ct-cancer": {"max_batch_size": 16}}',
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when overloaded")
     require_all_models: bool = Field(
@@ -153,11 +168,14 @@ class Settings(BaseSettings):
         """Threads decoding and preprocessing uploads."""
         return self.decode_workers or available_cpus()
 
-    def batching_for(self, model: str) -> tuple[int, float]:
-        """(max_batch_size, max_wait_ms) for one model, overrides applied."""
+    def batching_for(self, model: str) -> BatchPolicy:
+        """Batching of one model, overrides applied."""
         override = self.batching.get(model, {})
-        size = int(override.get("max_batch_size", self.max_batch_size))
-        return max(1, size), float(override.get("max_wait_ms", self.max_wait_ms))
+        return BatchPolicy(
+            max(1, int(override.get("max_batch_size", self.max_batch_size))),
+            float(override.get("max_wait_ms", self.max_wait_ms)),
+            max(1, int(override.get("batch_workers", self.batch_workers))),
+        )
 
     @property
     def threads(self) -> int:

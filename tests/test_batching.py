@@ -87,6 +87,28 @@ def test_cancelled_job_is_dropped_not_run() -> None:
     batcher.close()
 
 
+def test_two_workers_run_a_second_batch_while_the_first_runs() -> None:
+    release, started = threading.Event(), threading.Semaphore(0)
+    running = []
+
+    def blocking(batch: np.ndarray) -> np.ndarray:
+        running.append(batch.reshape(-1).tolist())
+        started.release()
+        release.wait(5)
+        return double(batch)
+
+    batcher = DynamicBatcher(blocking, max_batch_size=2, max_wait_ms=0, workers=2)
+    first = batcher.submit(np.full((1, 1, 1), 1.0))
+    assert started.acquire(timeout=5)  # worker 1 is inside its batch
+    second = batcher.submit(np.full((1, 1, 1), 2.0))
+    assert started.acquire(timeout=5), "the second worker did not start a batch"
+    assert running == [[1.0], [2.0]]
+    release.set()
+    assert (first.result(timeout=5)[0], second.result(timeout=5)[0]) == (2.0, 4.0)
+    batcher.close()
+    assert not any(thread.is_alive() for thread in batcher._threads)
+
+
 def test_full_queue_is_overloaded_with_retry_after() -> None:
     gate = threading.Event()
 
@@ -140,6 +162,12 @@ def test_service_batches_concurrent_requests(settings: Settings) -> None:
 
 
 def test_per_model_override(settings: Settings) -> None:
-    custom = settings.model_copy(update={"batching": {"toy": {"max_batch_size": 1}}})
-    assert custom.batching_for("toy") == (1, settings.max_wait_ms)
-    assert custom.batching_for("triple") == (settings.max_batch_size, settings.max_wait_ms)
+    custom = settings.model_copy(
+        update={"batching": {"toy": {"max_batch_size": 1, "batch_workers": 2}}}
+    )
+    assert custom.batching_for("toy") == (1, settings.max_wait_ms, 2)
+    assert custom.batching_for("triple") == (
+        settings.max_batch_size,
+        settings.max_wait_ms,
+        settings.batch_workers,
+    )

@@ -25,11 +25,12 @@ class Batchers:
         with self._lock:
             batcher = self._batchers.get(model.key)
             if batcher is None:
-                size, wait_ms = self._settings.batching_for(model.card.name)
+                policy = self._settings.batching_for(model.card.name)
                 batcher = DynamicBatcher(
                     partial(run_batch, model),
-                    max_batch_size=size,
-                    max_wait_ms=wait_ms,
+                    max_batch_size=policy.max_batch_size,
+                    max_wait_ms=policy.max_wait_ms,
+                    workers=policy.workers,
                     max_queue=self._settings.max_queue,
                     retry_after_s=self._settings.retry_after_s,
                     name=model.key,

@@ -3,13 +3,15 @@
 Requests wait in a bounded queue; a worker thread takes the first and gathers what is already
 queued, up to `max_batch_size` images. It waits (at most `max_wait_ms`) only for images that were
 announced (`expecting()`: being read and decoded) but are not queued yet, so a lone request never
-waits and concurrent ones still share a batch."""
+waits and concurrent ones still share a batch. With `workers` > 1, as many batches run at once
+(one fills while another runs; an onnxruntime session may be run from several threads)."""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ class DynamicBatcher:
         retry_after_s: int = 1,
         name: str = "model",
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self._run = run
         self._on_batch = on_batch
@@ -47,11 +50,20 @@ class DynamicBatcher:
         self._max_wait = max_wait_ms / 1000.0
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._retry_after = str(retry_after_s)
-        self.batch_sizes: list[int] = []  # recent batch sizes, for metrics and tests
+        self._sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for tests
         self._incoming = 0  # announced images not yet queued
         self._incoming_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batcher-{name}-{index}", daemon=True)
+            for index in range(max(1, workers))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The sizes of the last 1,000 batches run, oldest first."""
+        return list(self._sizes)
 
     @property
     def depth(self) -> int:
@@ -87,9 +99,11 @@ class DynamicBatcher:
             self._incoming += step
 
     def close(self) -> None:
-        """Finish queued jobs, then stop the worker."""
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        """Finish queued jobs, then stop the workers (each stops at one end marker)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def _loop(self) -> None:
         while True:
@@ -126,7 +140,7 @@ class DynamicBatcher:
         jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
         if not jobs:  # every request of this batch was abandoned by its client
             return
-        self.batch_sizes = [*self.batch_sizes[-999:], len(jobs)]
+        self._sizes.append(len(jobs))
         if self._on_batch:
             self._on_batch(len(jobs))
         try:

@@ -176,7 +176,7 @@ def load_model_dir(path: Path, name: str, version: int, settings: Settings) -> L
     digest = sha256_file(onnx_path)
     if digest != card.sha256:
         raise ModelLoadError(f"sha256 of model.onnx is {digest}, card says {card.sha256}")
-    max_batch = settings.batching_for(name)[0]
+    max_batch = settings.batching_for(name).max_batch_size
     warm = (1, max_batch) if settings.warm_up_max_batch and max_batch > 1 else (1,)
     session, provider = create_session(onnx_path, card, settings, warm)
     return LoadedModel(card, session, provider, path, 0.0)
