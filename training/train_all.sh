@@ -1,13 +1,32 @@
 #!/usr/bin/env bash
-# Reproduce the shipped models: one `ctscan train` per task, 5-fold grouped cross-validation;
-# the shipped graph is the ensemble of the 5 fold models with mirror test-time augmentation.
+# Reproduce the shipped models. For each task: a compact backbone pretrained on the other three
+# datasets (the task's own images left out by content), then one `ctscan train` from it with
+# 5-fold grouped cross-validation; the shipped graph is the ensemble of the 5 fold models with
+# mirror test-time augmentation. No ImageNet weights anywhere.
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
 OUT="${1:-runs/store}"
 DATA="${2:-../shared/datasets}"
-COMMON=(--arch compact --weights none --folds 5 --ship ensemble --output "$OUT")
+COMMON=(--arch compact --folds 5 --ship ensemble --output "$OUT")
+DATASETS=(chest_ct head_ct covid_xray sarscov2_ct)
 
-ctscan train --data "$DATA/head_ct" --name head-ct-hemorrhage --image-size 160 --epochs 60 "${COMMON[@]}"
-ctscan train --data "$DATA/chest_ct" --name chest-ct-cancer --image-size 128 --epochs 90 --patience 12 "${COMMON[@]}"
-ctscan train --data "$DATA/covid_xray" --name covid-xray --image-size 128 --epochs 60 "${COMMON[@]}"
-ctscan train --data "$DATA/sarscov2_ct" --name sarscov2-ct --image-size 128 --epochs 60 --patience 12 "${COMMON[@]}"
+# backbone_for TARGET: pretrain on every dataset but TARGET; prints the weights file.
+backbone_for() {
+  local target="$1" sources=() dataset
+  for dataset in "${DATASETS[@]}"; do
+    [[ "$dataset" == "$target" ]] || sources+=(--data "$DATA/$dataset")
+  done
+  local weights="$OUT/backbones/for-$target.weights.h5"
+  ctscan pretrain "${sources[@]}" --exclude "$DATA/$target" --output "$weights" \
+    --image-size 128 --epochs 40 >&2
+  echo "$weights"
+}
+
+ctscan train --data "$DATA/chest_ct" --name chest-ct-cancer --weights "$(backbone_for chest_ct)" \
+  --image-size 128 --epochs 90 --patience 12 "${COMMON[@]}"
+ctscan train --data "$DATA/head_ct" --name head-ct-hemorrhage --weights "$(backbone_for head_ct)" \
+  --image-size 160 --epochs 60 "${COMMON[@]}"
+ctscan train --data "$DATA/covid_xray" --name covid-xray --weights "$(backbone_for covid_xray)" \
+  --image-size 128 --epochs 60 "${COMMON[@]}"
+ctscan train --data "$DATA/sarscov2_ct" --name sarscov2-ct \
+  --weights "$(backbone_for sarscov2_ct)" --image-size 128 --epochs 60 --patience 12 "${COMMON[@]}"
