@@ -70,6 +70,7 @@ def test_backbone_is_saved_and_training_starts_from_it(
     weights = pretrain(pretrain_request(datasets, tmp_path / "bb" / "ct.weights.h5"))  # type: ignore[arg-type]
     provenance = json.loads((tmp_path / "bb" / "ct.json").read_text())
     assert provenance["sources"] == ["first", "second"]
+    assert provenance["initialisation"].startswith("random weights")
     assert provenance["excluded_datasets"] == ["target"]
     assert provenance["excluded_images_by_content"] == 1 and provenance["images"] == 24
     assert sorted(p.name for p in (tmp_path / "bb").iterdir()) == ["ct.json", "ct.weights.h5"]

@@ -89,6 +89,7 @@ def pretrain(request: PretrainRequest) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     provenance = {
         "method": "supervised classification over the source datasets' classes",
+        "initialisation": "random weights (no ImageNet weights)",
         "sources": [root.name for root in request.sources],
         "excluded_datasets": [root.name for root in request.exclude],
         "excluded_images_by_content": left_out,
