@@ -198,6 +198,8 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
     for path in uploads:  # the routes read the form themselves: the body must still be documented
         body = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
         assert body["required"] == ["file"] and body["properties"]["file"]["format"] == "binary"
+        query = {p["name"] for p in paths[path]["post"]["parameters"] if p["in"] == "query"}
+        assert {"window", "window_center", "window_width"} <= query  # read by hand, still shown
 
 
 def test_concurrent_requests_match_sequential(client: TestClient) -> None:

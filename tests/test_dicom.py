@@ -12,7 +12,8 @@ pytest.importorskip("pydicom")
 from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 
-from app.errors import InvalidImage
+from app.api.window_query import window_from_query
+from app.errors import BadRequest, InvalidImage
 from app.imaging.decode import decode_image
 from app.imaging.dicom import apply_window
 from tests.factories import dicom_bytes
@@ -94,6 +95,32 @@ def test_window_query_parameters(client: TestClient) -> None:
     assert window_of(window="nope") == 400
     assert window_of(window_center="100") == 400
     assert window_of(window="lung", window_width="5") == 400
+    problem = client.post("/predict", params={"window_width": "x", "window_center": "1"}).json()
+    assert problem["status"] == 400 and "window_width must be a number" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"window_center": "40", "window_width": "0"},
+        {"window_center": "40", "window_width": "-80"},
+        {"window_center": "nan", "window_width": "80"},
+        {"window_center": "40", "window_width": "inf"},
+        {"window_center": "forty", "window_width": "80"},
+        {"window": "brain", "window_center": "40"},
+        {"window": "Brain"},
+        {"window_width": "80"},
+    ],
+)
+def test_bad_window_queries_are_refused(params: dict[str, str]) -> None:
+    with pytest.raises(BadRequest):
+        window_from_query(params)
+
+
+def test_window_query_values() -> None:
+    assert window_from_query({}) is None
+    assert window_from_query({"window": "lung"}) == (-600.0, 1500.0)
+    assert window_from_query({"window_center": "-50.5", "window_width": "4e2"}) == (-50.5, 400.0)
 
 
 def test_fuzzer_finding_is_a_422() -> None:

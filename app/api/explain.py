@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.api.predict import ERRORS, UPLOAD_BODY, PipelineDep, WindowDep
+from app.api.predict import ERRORS, UPLOAD_BODY, PipelineDep
 from app.api.schemas import Explanation
 from app.inference.explain import explain, overlay_bytes
 
@@ -30,11 +30,10 @@ router = APIRouter(tags=["predict"])
 async def explain_upload(
     name: str,
     pipeline: PipelineDep,
-    window: WindowDep,
     target: Annotated[str | None, Query(alias="class", description="Class to explain")] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
-    model, prepared = await pipeline.prepared(name, None, window)
+    model, prepared = await pipeline.prepared(name, None)
     result = await pipeline.runner.run(explain, model, prepared, target)
     if accept and "image/png" in accept and "application/json" not in accept:
         return Response(overlay_bytes(result), media_type="image/png")

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from app.api.schemas import Prediction, problem_responses
+from app.api.window_query import WINDOW_PARAMETERS, window_from_query
 from app.config import Settings
 from app.errors import BadRequest, ClientGone, ServiceError
-from app.imaging.dicom import WINDOW_PRESETS, Window
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
 from app.inference.predict import PreparedInput, build_result, prepare, prepare_for_batch
@@ -28,7 +28,8 @@ router = APIRouter(tags=["predict"])
 # The hot routes read their one upload from the parsed form themselves and answer with a
 # JSONResponse built from the result dict. `openapi_extra=UPLOAD_BODY` and `response_model` still
 # document both, but FastAPI no longer validates the body field and re-serialises every answer
-# through pydantic on the event loop: about 0.9 ms less per request at concurrency 1.
+# through pydantic on the event loop: about 0.9 ms less per request at concurrency 1. The DICOM
+# window query parameters are read by hand too (app/api/window_query.py).
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -48,7 +49,8 @@ UPLOAD_BODY: dict[str, Any] = {
                 }
             }
         },
-    }
+    },
+    "parameters": WINDOW_PARAMETERS,
 }
 ERRORS = problem_responses(400, 404, 408, 413, 415, 422, 503)
 
@@ -64,14 +66,12 @@ class Pipeline:
     metrics: Metrics
     request: Request
 
-    async def predict(
-        self, name: str, version: int | None, window: Window | None = None
-    ) -> JSONResponse:
+    async def predict(self, name: str, version: int | None) -> JSONResponse:
         """Classify the request's upload; count and time it."""
         started = time.perf_counter()
         status, label_version = 500, "-" if version is None else str(version)
         try:
-            result = await self._predict(name, version, window)
+            result = await self._predict(name, version)
         except ServiceError as exc:
             status = exc.status
             raise
@@ -82,10 +82,9 @@ class Pipeline:
         finally:
             self.metrics.requests.labels(name, label_version, str(status)).inc()
 
-    async def prepared(
-        self, name: str, version: int | None, window: Window | None = None
-    ) -> tuple[LoadedModel, PreparedInput]:
+    async def prepared(self, name: str, version: int | None) -> tuple[LoadedModel, PreparedInput]:
         """The model and the upload decoded and preprocessed for it."""
+        window = window_from_query(self.request.query_params)
         model = self.store.get(name, version)
         data = await self._upload_bytes()
         limit = self.settings.max_image_pixels
@@ -102,9 +101,8 @@ class Pipeline:
         finally:
             await form.close()
 
-    async def _predict(
-        self, name: str, version: int | None, window: Window | None
-    ) -> dict[str, Any]:
+    async def _predict(self, name: str, version: int | None) -> dict[str, Any]:
+        window = window_from_query(self.request.query_params)
         model = self.store.get(name, version)
         limit = self.settings.max_image_pixels
         data = await self._upload_bytes()  # announced below only once it has fully arrived
@@ -152,31 +150,6 @@ async def get_pipeline(request: Request) -> Pipeline:
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 
 
-async def window_query(
-    window: Annotated[
-        str | None, Query(description=f"DICOM window preset: {', '.join(WINDOW_PRESETS)}")
-    ] = None,
-    window_center: Annotated[float | None, Query(description="DICOM window center (HU)")] = None,
-    window_width: Annotated[float | None, Query(gt=0, description="DICOM window width")] = None,
-) -> Window | None:
-    """The DICOM window asked for: a preset, or center + width; None = the model's default."""
-    custom = (window_center, window_width)
-    if window is not None:
-        if custom != (None, None):
-            raise BadRequest("give either a window preset or window_center + window_width")
-        if window not in WINDOW_PRESETS:
-            raise BadRequest(f"unknown window {window!r}; presets: {', '.join(WINDOW_PRESETS)}")
-        return WINDOW_PRESETS[window]
-    if (window_center is None) != (window_width is None):
-        raise BadRequest("window_center and window_width must be given together")
-    if window_center is None or window_width is None:
-        return None
-    return (window_center, window_width)
-
-
-WindowDep = Annotated[Window | None, Depends(window_query)]
-
-
 @router.post(
     "/v1/models/{name}/predict",
     response_model=Prediction,
@@ -184,8 +157,8 @@ WindowDep = Annotated[Window | None, Depends(window_query)]
     openapi_extra=UPLOAD_BODY,
     summary="Classify one image with the model's default (highest) version",
 )
-async def predict(name: str, pipeline: PipelineDep, window: WindowDep) -> JSONResponse:
-    return await pipeline.predict(name, None, window)
+async def predict(name: str, pipeline: PipelineDep) -> JSONResponse:
+    return await pipeline.predict(name, None)
 
 
 @router.post(
@@ -195,10 +168,8 @@ async def predict(name: str, pipeline: PipelineDep, window: WindowDep) -> JSONRe
     openapi_extra=UPLOAD_BODY,
     summary="Classify one image with a pinned model version",
 )
-async def predict_version(
-    name: str, version: int, pipeline: PipelineDep, window: WindowDep
-) -> JSONResponse:
-    return await pipeline.predict(name, version, window)
+async def predict_version(name: str, version: int, pipeline: PipelineDep) -> JSONResponse:
+    return await pipeline.predict(name, version)
 
 
 @router.post(
@@ -208,5 +179,5 @@ async def predict_version(
     openapi_extra=UPLOAD_BODY,
     summary="Classify one image with the default model",
 )
-async def predict_default(pipeline: PipelineDep, window: WindowDep) -> JSONResponse:
-    return await pipeline.predict(pipeline.store.default_name(), None, window)
+async def predict_default(pipeline: PipelineDep) -> JSONResponse:
+    return await pipeline.predict(pipeline.store.default_name(), None)
