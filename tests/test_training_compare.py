@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.inference.card import read_card
 from tests.factories import write_model
 from tests.test_cli import run_cli
 from training.compare import NotComparable, compare, markdown, write_comparison
+from training.latency import interleaved_latency_ms
 
 
 def cross_validation(accuracy: float, folds: int) -> dict[str, Any]:
@@ -116,3 +118,34 @@ def test_rows_are_carried_over_from_an_earlier_version(tmp_path: Path) -> None:
     assert text.count("† carried over from the table of toy/1") == 1
     with pytest.raises(NotComparable, match="no architecture comparison"):
         compare(newer, [], runs=3, carry_from=newer)
+
+
+def graph_file(path: Path, matmuls: int) -> Path:
+    """An ONNX graph on a (1, 256) input: identity, or a chain of 256 x 256 products."""
+    from onnx import TensorProto, helper, save
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [256, 256], [0.001] * 256 * 256)
+    nodes, last = [helper.make_node("Identity", ["x"], ["h0"])], "h0"
+    for index in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [last, "w"], [f"h{index + 1}"]))
+        last = f"h{index + 1}"
+    graph = helper.make_graph(
+        [*nodes, helper.make_node("Identity", [last], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, str(path))
+    return path
+
+
+def test_latencies_measured_in_turns_keep_each_graph_apart(tmp_path: Path) -> None:
+    sample = np.zeros((1, 256), np.float32)
+    light, heavy = graph_file(tmp_path / "light.onnx", 0), graph_file(tmp_path / "heavy.onnx", 400)
+    light_ms, heavy_ms, again_ms = interleaved_latency_ms(
+        [(light, sample, "x"), (heavy, sample, "x"), (light, sample, "x")], runs=9
+    )
+    assert heavy_ms > 5 * max(light_ms, again_ms)  # each median belongs to its own graph

@@ -17,7 +17,7 @@ import numpy as np
 
 from app.config import available_cpus
 from app.inference.card import read_card
-from training.latency import onnx_latency_ms
+from training.latency import interleaved_latency_ms
 
 SECTION_START = "<!-- architecture-comparison -->"
 SECTION_END = "<!-- /architecture-comparison -->"
@@ -27,16 +27,15 @@ class NotComparable(ValueError):
     """A candidate that lacks what the table needs, or belongs to another task."""
 
 
-def candidate_row(folder: Path, runs: int = 30) -> dict[str, Any]:
-    """One table row from an exported model folder: its card's cross-validation, its size, and
-    its batch-1 CPU latency measured now."""
+def candidate_row(folder: Path) -> dict[str, Any]:
+    """One table row from an exported model folder: its card's cross-validation and its size
+    (`compare` adds the latency, measured for all rows together)."""
     card = read_card(folder / "metadata.json")
     evaluation = card.evaluation
     cv = evaluation.get("cross_validation")
     if not cv:
         raise NotComparable(f"{folder}: the card has no cross-validation to compare")
     config = card.training.get("config", {})
-    blank = np.zeros((1, card.input.height, card.input.width, card.input.channels), np.float32)
     return {
         "folder": str(folder),
         "model": f"{card.name}/{card.version}",
@@ -53,10 +52,19 @@ def candidate_row(folder: Path, runs: int = 30) -> dict[str, Any]:
         "recall": {c: round(v["mean"], 4) for c, v in cv["recall"].items()},
         "train_seconds": round(evaluation.get("seconds", {}).get("total", float("nan")), 1),
         "size_bytes": (folder / "model.onnx").stat().st_size,
-        "latency_ms": round(
-            onnx_latency_ms(folder / "model.onnx", blank, runs, card.input.name), 3
-        ),
+        "input": (card.input.name, card.input.height, card.input.width, card.input.channels),
     }
+
+
+def measure_latencies(rows: list[dict[str, Any]], runs: int) -> None:
+    """Set each row's batch-1 CPU `latency_ms`, all rows measured in turns (see
+    `interleaved_latency_ms`); each row's `input` (name, height, width, channels) is used up."""
+    graphs = []
+    for row in rows:
+        name, *shape = row.pop("input")
+        graphs.append((Path(row["folder"]) / "model.onnx", np.zeros((1, *shape), np.float32), name))
+    for row, latency in zip(rows, interleaved_latency_ms(graphs, runs), strict=True):
+        row["latency_ms"] = round(latency, 3)
 
 
 def compare(
@@ -69,7 +77,7 @@ def compare(
     """Rows for the shipped model and each candidate (same task and classes), best first, and
     the caller's notes on how the rows were produced. `carry_from`: a model folder whose card's
     table lends its other rows (marked carried, their latency from that earlier run)."""
-    rows = [candidate_row(folder, runs) for folder in [shipped, *candidates]]
+    rows = [candidate_row(folder) for folder in [shipped, *candidates]]
     task = rows[0]
     for row in rows[1:]:
         if (row["model"].split("/")[0], row["classes"]) != (
@@ -80,13 +88,14 @@ def compare(
     for row in rows:
         row["shipped"] = row is task
         del row["classes"]
+    measure_latencies(rows, runs)
     if carry_from is not None:
         rows += carried_rows(carry_from, task["model"], {row["folder"] for row in rows})
     rows.sort(key=lambda r: -r["accuracy"]["mean"])
     return {
         "measured": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "latency": f"median of {runs} session.run at batch 1, CPU provider, "
-        f"{available_cpus()} threads, all rows measured in one run",
+        f"{available_cpus()} threads, all rows measured in turns in one run",
         "rows": rows,
         "notes": notes or [],
     }
