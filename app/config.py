@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         64, ge=1, description="POST requests in progress at once; more get 503 + Retry-After"
     )
-    max_batch_size: int = Field(8, ge=1, description="Images per session.run; 1 = no batching")
+    max_batch_size: int = Field(4, ge=1, description="Images per session.run; 1 = no batching")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill")
     batch_workers: int = Field(
         2,
