@@ -40,12 +40,22 @@ def start_server(
         env={**os.environ, **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
-    while time.perf_counter() - started < timeout:
+    try:
+        wait_ready(base, timeout - (time.perf_counter() - started))
+    except RuntimeError:
+        server.kill()
+        raise
+    return server, base, time.perf_counter() - started
+
+
+def wait_ready(base: str, timeout: float = 120.0) -> None:
+    """Return once the service at `base` answers ready; RuntimeError after `timeout` seconds."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
         try:
             if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return server, base, time.perf_counter() - started
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    server.kill()
     raise RuntimeError("server did not become ready")

@@ -18,12 +18,12 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.run import BOUNDARY, multipart, sample_images
+from tests.benchmarks.run import multipart, post_upload, sample_images
+from tests.server import wait_ready
 
 # (label, from mark, to mark), in the order a request passes them
 STAGES = [
@@ -116,32 +116,10 @@ def medians(rows: list[dict[str, float]]) -> dict[str, float]:
 def drive(port: int, name: str, count: int) -> float:
     """Send `count` uploads one after another; the client's median milliseconds."""
     bodies = [multipart(image) for image in sample_images(8)]
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times = []
-    for index in range(count):
-        started = time.perf_counter()
-        connection.request("POST", f"/v1/models/{name}/predict", bodies[index % 8], headers)
-        response = connection.getresponse()
-        response.read()
-        times.append(time.perf_counter() - started)
-        if response.status != 200:
-            raise RuntimeError(f"the service answered {response.status}")
+    times = [post_upload(connection, name, bodies[index % 8]) for index in range(count)]
     connection.close()
     return statistics.median(times[count // 10 :]) * 1000
-
-
-def wait_ready(port: int, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready") as response:
-                if json.load(response).get("ready"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("the service did not become ready")
 
 
 def main() -> None:
@@ -161,7 +139,7 @@ def main() -> None:
         [*command, "--requests", str(args.requests)], stdout=subprocess.PIPE, text=True
     )
     try:
-        wait_ready(args.port)
+        wait_ready(f"http://127.0.0.1:{args.port}", 60.0)
         client_ms = drive(args.port, args.model, args.requests)
         stages = json.loads(child.stdout.readline() if child.stdout else "{}")
     finally:

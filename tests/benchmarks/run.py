@@ -101,7 +101,6 @@ def paired_single(
     name = model.card.name
     host, port = base.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     bodies = [multipart(image) for image in images]
     raw, served = [], []
     for index in range(count + 4):  # the first rounds warm both paths and are dropped
@@ -109,16 +108,22 @@ def paired_single(
         started = time.perf_counter()
         run_batch(model, prepare(model, data, 10**9).tensor[np.newaxis])
         raw.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        body = bodies[index % len(bodies)]
-        connection.request("POST", f"/v1/models/{name}/predict", body, headers)
-        response = connection.getresponse()
-        response.read()
-        served.append(time.perf_counter() - started)
-        if response.status != 200:
-            raise RuntimeError(f"the service answered {response.status}")
+        served.append(post_upload(connection, name, bodies[index % len(bodies)]))
     connection.close()
     return statistics.median(raw[4:]) * 1000, statistics.median(served[4:]) * 1000
+
+
+def post_upload(connection: http.client.HTTPConnection, name: str, body: bytes) -> float:
+    """POST one multipart `body` to the model's predict route; seconds to the whole answer.
+    Anything but 200 raises."""
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    started = time.perf_counter()
+    connection.request("POST", f"/v1/models/{name}/predict", body, headers)
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise RuntimeError(f"the service answered {response.status}")
+    return time.perf_counter() - started
 
 
 def multipart(image: bytes) -> bytes:
