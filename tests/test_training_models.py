@@ -40,7 +40,9 @@ def blob_dataset(root: Path, per_class: int = 12, size: int = 48, seed: int = 0)
             (folder / f"{index}.png").write_bytes(encode(Image.fromarray(pixels), "PNG"))
 
 
-def tiny_request(tmp_path: Path, name: str, config: Any, folds: int, ship: str = "final") -> Any:
+def tiny_request(
+    tmp_path: Path, name: str, config: Any, folds: int, ship: str = "final", **extra: Any
+) -> Any:
     """A training request over `tmp_path/data`, writing into `tmp_path/models` and `/runs`."""
     from training.pipeline import TrainRequest
 
@@ -55,6 +57,7 @@ def tiny_request(tmp_path: Path, name: str, config: Any, folds: int, ship: str =
         cache_dir=None,
         runs_dir=tmp_path / "runs",
         ship=ship,
+        **extra,
     )
 
 
@@ -202,6 +205,36 @@ def test_ensemble_ship_and_reexport(tmp_path: Path) -> None:
     assert refreshed["sha256"] == sha256_file(folder / "model.onnx")
     assert "re-exported" in refreshed["changelog"][-1]
     assert load_model_dir(folder, "ens", 1, Settings(intra_op_threads=1)).card.version == 1
+
+
+def test_several_members_per_fold_are_scored_as_their_mean(tmp_path: Path) -> None:
+    from training.crossval import cross_validate
+    from training.pipeline import TrainRequest, run
+    from training.train import TrainConfig, predict_logits
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.2, (16, 24, 24, 1)).astype(np.float32)
+    y = np.array([0, 1] * 8)
+    x[y == 1, 8:16, 14:22] = 1.0  # class 1: a bright patch on the right
+    config = TrainConfig(image_size=24, epochs=1, batch_size=8, patience=1)
+    cv = cross_validate(x, y, np.arange(16), ["a", "b"], config, 2, tmp_path, None, 2)
+    assert len(cv.models) == 4 and len(cv.histories) == 4
+    first = cv.fold_of == 0
+    each = [predict_logits(m, x[first], config.tta_flip) for m in cv.models[:2]]
+    assert not np.allclose(each[0], each[1])  # two seeds, two different models
+    assert np.allclose(cv.logits[first], (each[0] + each[1]) / 2, atol=1e-5)
+    assert len(cv.per_fold[0]["best_epoch"]) == 2
+    blob_dataset(tmp_path / "data", per_class=6)
+    request = tiny_request(tmp_path, "seeds", config, 2, ship="ensemble", members_per_fold=2)
+    card = json.loads((run(request) / "metadata.json").read_text())
+    assert card["architecture"]["ensemble_members"] == 4  # 2 folds x 2 members, all shipped
+    assert card["training"]["members_per_fold"] == 2
+    with pytest.raises(ValueError, match="--ship ensemble"):
+        tiny_request(tmp_path, "x", config, folds=5, ship="final", members_per_fold=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainRequest(
+            tmp_path, "x", tmp_path, config, InputSpec(height=24, width=24), members_per_fold=0
+        )
 
 
 def test_pretrained_backbone_two_stages(tmp_path: Path) -> None:

@@ -73,6 +73,13 @@ def train(
     ship: Annotated[
         str, typer.Option(help="final: refit on all data | ensemble: average the fold models")
     ] = "final",
+    members_per_fold: Annotated[
+        int,
+        typer.Option(
+            help="Models per fold, each from its own seed (with --ship ensemble: the shipped "
+            "ensemble holds folds x members)"
+        ),
+    ] = 1,
     tta_flip: Annotated[bool, typer.Option(help="Average with the mirrored image")] = True,
     augment: Annotated[
         str | None,
@@ -127,20 +134,25 @@ def train(
         intensity=intensity,  # type: ignore[arg-type]
         in_graph=_in_graph(arch),
     )
-    request = TrainRequest(
-        data=data,
-        name=name,
-        output=output,
-        config=config,
-        spec=spec,
-        folds=folds,
-        max_folds=max_folds,
-        cache_dir=cache_dir,
-        label_map=parse_label_map(label_map),
-        max_samples=max_samples,
-        ship=ship,
-        runs_dir=runs_dir,
-    )
+    try:
+        request = TrainRequest(
+            data=data,
+            name=name,
+            output=output,
+            config=config,
+            spec=spec,
+            folds=folds,
+            max_folds=max_folds,
+            cache_dir=cache_dir,
+            label_map=parse_label_map(label_map),
+            max_samples=max_samples,
+            ship=ship,
+            runs_dir=runs_dir,
+            members_per_fold=members_per_fold,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     folder = run(request)
     typer.echo(f"wrote {folder}")
 

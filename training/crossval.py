@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,12 @@ def cross_validate(
     folds: int,
     work_dir: Path,
     max_folds: int | None = None,
+    members_per_fold: int = 1,
 ) -> CrossValidation:
-    """Train one model per fold (all folds, or the first `max_folds`) and predict its held-out
-    part; samples of unrun folds keep NaN logits."""
+    """Train `members_per_fold` models per fold (all folds, or the first `max_folds`), each
+    from its own seed (`config.seed` + member; the folds come from `config.seed` alone), and
+    predict the fold's held-out part with their mean logits, as the shipped ensemble averages
+    them; samples of unrun folds keep NaN logits."""
     started = time.perf_counter()
     result = CrossValidation(
         np.full((len(y), len(classes)), np.nan, dtype=np.float64), np.full(len(y), -1)
@@ -57,29 +60,36 @@ def cross_validate(
             len(train_idx),
             len(val_idx),
         )
-        fitted = fit(
-            x[train_idx],
-            y[train_idx],
-            len(classes),
-            config,
-            (x[val_idx], y[val_idx]),
-            work_dir / f"fold{index + 1}",
-        )
-        logits = predict_logits(fitted.model, x[val_idx], config.tta_flip)
+        member_logits, seconds = [], 0.0
+        for member in range(members_per_fold):
+            fitted = fit(
+                x[train_idx],
+                y[train_idx],
+                len(classes),
+                replace(config, seed=config.seed + member),
+                (x[val_idx], y[val_idx]),
+                work_dir / f"fold{index + 1}" / f"member{member + 1}",
+            )
+            member_logits.append(predict_logits(fitted.model, x[val_idx], config.tta_flip))
+            seconds += fitted.seconds
+            result.histories.append(fitted.history)
+            result.best_epochs.append(fitted.best_epoch)
+            result.notes.append(fitted.notes)
+            result.models.append(fitted.model)
+        logits = np.mean(member_logits, axis=0)
         result.logits[val_idx], result.fold_of[val_idx] = logits, index
         metrics = classification_metrics(y[val_idx], softmax(logits, axis=1), classes)
-        metrics["seconds"], metrics["best_epoch"] = fitted.seconds, fitted.best_epoch
+        metrics["seconds"] = seconds
+        metrics["best_epoch"] = result.best_epochs[-members_per_fold:]
         log.info(
-            "fold %d accuracy %.3f macro F1 %.3f (%.0fs)",
+            "fold %d accuracy %.3f macro F1 %.3f (%.0fs, %d member%s)",
             index + 1,
             metrics["accuracy"],
             metrics["macro_f1"],
-            fitted.seconds,
+            seconds,
+            members_per_fold,
+            "" if members_per_fold == 1 else "s",
         )
         result.per_fold.append(metrics)
-        result.histories.append(fitted.history)
-        result.best_epochs.append(fitted.best_epoch)
-        result.notes.append(fitted.notes)
-        result.models.append(fitted.model)
     result.seconds = time.perf_counter() - started
     return result

@@ -50,6 +50,16 @@ class TrainRequest:
     max_samples: int | None = None
     runs_dir: Path = Path("runs")
     ship: str = "final"  # "final": refit on all data; "ensemble": the k fold models
+    members_per_fold: int = 1  # models per fold, seeds config.seed + 0, 1, ...; ensemble only
+
+    def __post_init__(self) -> None:
+        if self.members_per_fold < 1:
+            raise ValueError("members per fold must be at least 1")
+        if self.members_per_fold > 1 and (self.ship != "ensemble" or self.folds < 2):
+            raise ValueError(
+                "several members per fold need --ship ensemble and cross-validation: the "
+                "cross-validated score must describe the shipped ensemble"
+            )
 
 
 def run(request: TrainRequest) -> Path:
@@ -75,7 +85,15 @@ def _run_into(request: TrainRequest, version: int, staging: Path, started: float
     cv = None
     if request.folds >= 2:
         cv = cross_validate(
-            x, y, groups, classes, request.config, request.folds, work, request.max_folds
+            x,
+            y,
+            groups,
+            classes,
+            request.config,
+            request.folds,
+            work,
+            request.max_folds,
+            request.members_per_fold,
         )
     metrics, temperature = _cv_metrics(cv, y, classes, report.__dict__)
     members, history, notes, fit_seconds = _shipped_members(request, cv, x, y, classes, work)
@@ -201,6 +219,7 @@ def _training(
         "file_list_sha256": data["file_list_sha256"],
         "config": request.config.as_dict(),
         "folds": request.folds,
+        "members_per_fold": request.members_per_fold,
         "shipped": shipped,
         "leakage_note": TASKS[request.name].leakage_note if request.name in TASKS else "",
     }

@@ -76,11 +76,16 @@ def reliability(
     return _save(fig, path)
 
 
-def learning_curves(histories: list[dict[str, list[float]]], path: Path) -> str:
+def learning_curves(
+    histories: list[dict[str, list[float]]], path: Path, members_per_fold: int = 1
+) -> str:
+    """Loss and accuracy per epoch; the members of one fold share its colour."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for fold, history in enumerate(histories):
+    for index, history in enumerate(histories):
+        fold, member = divmod(index, members_per_fold)
+        label = f"fold {fold + 1} train" if member == 0 else None
         for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
-            ax.plot(history[key], color=f"C{fold}", lw=1, label=f"fold {fold + 1} train")
+            ax.plot(history[key], color=f"C{fold}", lw=1, label=label)
             if f"val_{key}" in history:
                 ax.plot(history[f"val_{key}"], color=f"C{fold}", lw=1, ls="--")
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
