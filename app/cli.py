@@ -36,6 +36,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        timeout_keep_alive=settings.keep_alive_s,
     )
 
 

@@ -158,6 +158,23 @@ def test_stalled_body_gets_408_and_the_server_stays_healthy(tmp_path: Path) -> N
         server.communicate(timeout=30)
 
 
+def test_idle_keep_alive_connections_close_after_the_setting(tmp_path: Path) -> None:
+    write_model(tmp_path / "models", "toy")
+    server, base, _ = serve(tmp_path / "models", env={"CTSCAN_KEEP_ALIVE_S": "1"})
+    host, port = base.removeprefix("http://").split(":")
+    request = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as idle:
+            idle.sendall(request)
+            assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+            started = time.perf_counter()
+            assert idle.recv(65536) == b""  # closed by the server once idle for 1 s
+            assert 0.5 < time.perf_counter() - started < 3  # uvicorn alone: 5 s
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
 def metric_total(base: str, name: str, **labels: str) -> float:
     """Sum of a Prometheus sample over the series carrying `labels`."""
     total = 0.0

@@ -20,7 +20,8 @@ import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -46,6 +47,7 @@ class Load:
     p99: float
     failures: int  # neither 200 nor 503
     refused: int = 0  # 503 (overloaded)
+    failure_kinds: dict[str, int] = field(default_factory=dict)  # what failed, when known
 
 
 def sample_images(count: int = 32) -> list[bytes]:
@@ -193,6 +195,7 @@ async def python_load(
     """Drive the service with an async Python client: `requests` in all."""
     latencies: list[float] = []
     statuses: list[int] = []
+    kinds: Counter[str] = Counter()
     pending = list(range(requests))
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -204,10 +207,13 @@ async def python_load(
                     f"{base}/v1/models/{name}/predict",
                     files={"file": ("x", images[index % len(images)])},
                 )
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 statuses.append(0)  # a failed request, counted, not a crashed benchmark
+                kinds[f"{type(exc).__name__} after {time.perf_counter() - started:.1f} s"] += 1
                 continue
             statuses.append(response.status_code)
+            if response.status_code not in (200, 503):
+                kinds[f"HTTP {response.status_code}: {response.text[:120]}"] += 1
             if response.status_code == 200:
                 latencies.append(time.perf_counter() - started)
 
@@ -221,7 +227,7 @@ async def python_load(
     failures = len(statuses) - statuses.count(200) - refused
     ok = statuses.count(200)
     p50, p95, p99 = (float(q) for q in quantiles)
-    return Load(ok / elapsed, p50, p95, p99, failures=failures, refused=refused)
+    return Load(ok / elapsed, p50, p95, p99, failures, refused, dict(kinds))
 
 
 def latency_buckets(base: str, name: str) -> dict[float, int]:
@@ -331,6 +337,9 @@ def print_report(
             f"{row.p50:.1f} | {row.p95:.1f} | {row.p99:.1f} | {row.failures} | {row.refused} |"
         )
     print(f"\nRaw images/s by batch: { {b: round(v, 1) for b, v in raw.items()} }")
+    for concurrency, row in [*rows.items(), (256, overload)]:
+        if row.failure_kinds:
+            print(f"Failed at concurrency {concurrency}: {row.failure_kinds}")
 
 
 def print_targets(
