@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,19 @@ def test_rows_are_carried_over_from_an_earlier_version(tmp_path: Path) -> None:
     assert text.count("† carried over from the table of toy/1") == 1
     with pytest.raises(NotComparable, match="no architecture comparison"):
         compare(newer, [], runs=3, carry_from=newer)
+
+
+def test_a_carried_row_survives_its_folder_being_reused(tmp_path: Path) -> None:
+    """An experiment measured in models/toy/2 and later replaced there by the shipped version 2:
+    its row is still carried, the shipped model measured now is not doubled."""
+    shipped, _ = shipped_store(tmp_path)
+    trial = trained(tmp_path / "store", "compact", 0.6, version=2)
+    write_comparison(shipped, compare(shipped, [trial], runs=3))
+    shutil.rmtree(trial)
+    newer = trained(tmp_path / "store", "compact", 0.9, version=2)
+    table = compare(newer, [shipped], runs=3, carry_from=shipped)
+    assert sorted(r["accuracy"]["mean"] for r in table["rows"]) == [0.6, 0.8, 0.9]
+    assert [r["accuracy"]["mean"] for r in table["rows"] if "carried_from" in r] == [0.6]
 
 
 def graph_file(path: Path, matmuls: int) -> Path:

@@ -90,7 +90,7 @@ def compare(
         del row["classes"]
     measure_latencies(rows, runs)
     if carry_from is not None:
-        rows += carried_rows(carry_from, task["model"], {row["folder"] for row in rows})
+        rows += carried_rows(carry_from, task["model"], {_identity(row) for row in rows})
     rows.sort(key=lambda r: -r["accuracy"]["mean"])
     return {
         "measured": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -101,9 +101,17 @@ def compare(
     }
 
 
-def carried_rows(folder: Path, task: str, present: set[str]) -> list[dict[str, Any]]:
-    """The rows of `folder`'s comparison but its shipped one (and those already measured),
-    each marked with where and when it was measured."""
+def _identity(row: dict[str, Any]) -> tuple[str, int, float]:
+    """What tells one measured model from another: a folder may hold a different model later
+    (an experiment's version number reused by a shipped one)."""
+    return (row["folder"], row["size_bytes"], row["accuracy"]["mean"])
+
+
+def carried_rows(
+    folder: Path, task: str, present: set[tuple[str, int, float]]
+) -> list[dict[str, Any]]:
+    """The rows of `folder`'s comparison but its shipped one (and the models measured again
+    now), each marked with where and when it was measured."""
     card = read_card(folder / "metadata.json")
     if card.name != task.split("/")[0]:
         raise NotComparable(f"{folder} is not a {task} model; its rows cannot be carried over")
@@ -114,7 +122,7 @@ def carried_rows(folder: Path, task: str, present: set[str]) -> list[dict[str, A
     return [
         {**row, "shipped": False, "carried_from": carried}
         for row in table["rows"]
-        if not row["shipped"] and row["folder"] not in present
+        if not row["shipped"] and _identity(row) not in present
     ]
 
 
