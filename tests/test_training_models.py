@@ -214,6 +214,8 @@ def test_ensemble_ship_and_reexport(tmp_path: Path) -> None:
     card = json.loads((folder / "metadata.json").read_text())
     assert card["architecture"]["ensemble_members"] == 2
     assert card["output"]["activation_map"] == "class_activation"
+    per_fold = json.loads((folder / "report" / "metrics.json").read_text())["per_fold"]
+    assert all(isinstance(fold["best_epoch"], int) for fold in per_fold)  # one member each
     assert len(list((tmp_path / "runs" / "ens" / "1").glob("logits-*.keras"))) == 2
     difference = reexport(tmp_path / "runs" / "ens" / "1", folder, tmp_path / "data")
     assert difference <= 1e-4

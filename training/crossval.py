@@ -80,7 +80,8 @@ def cross_validate(
         result.logits[val_idx], result.fold_of[val_idx] = logits, index
         metrics = classification_metrics(y[val_idx], softmax(logits, axis=1), classes)
         metrics["seconds"] = seconds
-        metrics["best_epoch"] = result.best_epochs[-members_per_fold:]
+        best = result.best_epochs[-members_per_fold:]
+        metrics["best_epoch"] = best[0] if members_per_fold == 1 else best  # one per member
         log.info(
             "fold %d accuracy %.3f macro F1 %.3f (%.0fs, %d member%s)",
             index + 1,
