@@ -165,11 +165,11 @@ def test_idle_keep_alive_connections_close_after_the_setting(tmp_path: Path) -> 
     request = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
     try:
         with socket.create_connection((host, int(port)), timeout=30) as idle:
-            idle.sendall(request)
-            assert idle.recv(65536).startswith(b"HTTP/1.1 200")
             started = time.perf_counter()
+            idle.sendall(request)
+            assert read_response(idle).startswith("HTTP/1.1 200")  # head and body may split
             assert idle.recv(65536) == b""  # closed by the server once idle for 1 s
-            assert 0.5 < time.perf_counter() - started < 3  # uvicorn alone: 5 s
+            assert 0.9 < time.perf_counter() - started < 4  # uvicorn alone: 5 s
     finally:
         server.terminate()
         server.communicate(timeout=30)
