@@ -38,9 +38,9 @@ def write_report(
             x, y, probs_after, classes, folder / "sample_predictions.png"
         )
     if histories:
-        per_fold = max(1, len(histories) // max(1, len(metrics.get("per_fold", []))))
+        folds_run = len(metrics.get("per_fold", [])) or len(histories)
         figures["learning_curves"] = plots.learning_curves(
-            histories, folder / "learning_curves.png", per_fold
+            histories, folder / "learning_curves.png", len(histories) // folds_run
         )
     metrics["figures"] = figures
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
