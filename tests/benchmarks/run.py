@@ -7,7 +7,9 @@ session.run, no HTTP) at batch 1 and its best batch size; (2) the service over r
 (`ctscan serve` on 127.0.0.1) at concurrency 1, 4, 16, 64, driven by `wrk` when it is installed
 (a C load generator that leaves the CPU to the server) or else by an async Python client;
 (3) overload at concurrency 256; (4) process start to ready and resident memory with every model
-loaded. Prints a markdown table and the issue's targets, met or not."""
+loaded. The c16 targets compare the raw best batch and the service measured in turns (raw, then
+c16, three times): the VM's speed drifts. Prints markdown tables and the issue's targets, met or
+not."""
 
 from __future__ import annotations
 
@@ -255,21 +257,55 @@ def resident_mb(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
+def http_load(
+    base: str, name: str, images: list[bytes], concurrency: int, args: argparse.Namespace
+) -> Load:
+    """The service at one concurrency: wrk over `args.bodies` when it is set, else Python."""
+    if args.bodies is not None:
+        return wrk_load(base, name, args.bodies, concurrency, args.seconds)
+    return asyncio.run(python_load(base, name, images, concurrency, args.requests))
+
+
 def http_rows(
     base: str, name: str, images: list[bytes], args: argparse.Namespace
-) -> tuple[str, dict[int, Load]]:
-    """The service at each concurrency, with wrk when available."""
+) -> dict[int, Load]:
+    """The service at each concurrency."""
     asyncio.run(python_load(base, name, images, 4, 40))  # warm the connections
-    if shutil.which("wrk") and not args.python_client:
-        with tempfile.TemporaryDirectory() as tmp:
-            for index, image in enumerate(images):
-                (Path(tmp) / f"body-{index:03d}").write_bytes(multipart(image))
-            rows = {c: wrk_load(base, name, Path(tmp), c, args.seconds) for c in (1, 4, 16, 64)}
-        return "wrk", rows
-    rows = {
-        c: asyncio.run(python_load(base, name, images, c, args.requests)) for c in (1, 4, 16, 64)
-    }
-    return "python", rows
+    return {c: http_load(base, name, images, c, args) for c in (1, 4, 16, 64)}
+
+
+@dataclass
+class Turn:
+    """One turn of the c16 comparison: the raw best batch, then the service at c16."""
+
+    raw_rate: float  # images/s of the raw pipeline at the best batch size
+    served: Load
+
+    def throughput_ratio(self) -> float:
+        return self.served.rps / self.raw_rate
+
+    def p99_ratio(self, batch: int) -> float:
+        """p99 at c16 over the time one raw batch of `batch` images takes."""
+        return self.served.p99 / (batch / self.raw_rate * 1000)
+
+
+def c16_in_turns(
+    model: LoadedModel, base: str, images: list[bytes], best: int, args: argparse.Namespace
+) -> list[Turn]:
+    """The raw best batch and the service at concurrency 16, measured in turns: this VM's speed
+    drifts by up to 30 % within minutes, more than the ratios we look for, so each ratio is
+    taken within one turn and the targets use the median turn."""
+    turns = []
+    for _ in range(args.turns):
+        (rate,) = raw_pipeline(model, images, args.raw_seconds, (best,))[0].values()
+        turns.append(Turn(rate, http_load(base, model.card.name, images, 16, args)))
+    return turns
+
+
+def median_turn_ratios(turns: list[Turn], batch: int) -> tuple[float, float]:
+    """Median c16 throughput ratio and median c16 p99 ratio over the turns."""
+    throughput = statistics.median(t.throughput_ratio() for t in turns)
+    return throughput, statistics.median(t.p99_ratio(batch) for t in turns)
 
 
 def main() -> None:
@@ -279,40 +315,61 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per wrk load level")
     parser.add_argument("--requests", type=int, default=300, help="per Python-client level")
     parser.add_argument("--raw-seconds", type=float, default=5.0)
+    parser.add_argument("--turns", type=int, default=3, help="raw / c16 turns for the targets")
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     images = sample_images()
+    with tempfile.TemporaryDirectory() as tmp:
+        args.bodies = None
+        if shutil.which("wrk") and not args.python_client:
+            args.bodies = Path(tmp)
+            for index, image in enumerate(images):
+                (args.bodies / f"body-{index:03d}").write_bytes(multipart(image))
+        benchmark(images, args)
+
+
+def benchmark(images: list[bytes], args: argparse.Namespace) -> None:
+    """Every measurement, then the report."""
     model = raw_model(args.models_dir, args.model)
     raw, raw_single_ms = raw_pipeline(model, images, args.raw_seconds)
+    best = max(raw, key=lambda b: raw[b])
     server, base, ready_s = start_server(args.models_dir, args.port, capture=False)
     try:
         rss_ready = resident_mb(server.pid)
         single = paired_single(model, base, images)
-        client, rows = http_rows(base, args.model, images, args)
+        rows = http_rows(base, args.model, images, args)
+        turns = c16_in_turns(model, base, images, best, args)
         peak = resident_mb(server.pid, "VmHWM")
         time.sleep(Settings().trim_idle_s + 1)  # the service trims its heap once idle
         rss = resident_mb(server.pid)
         before = latency_buckets(base, args.model)
         overload = asyncio.run(python_load(base, args.model, images, 256, 1024))
         inside = server_side_bound(before, latency_buckets(base, args.model))
-        best = max(raw, key=lambda b: raw[b])
-        (raw_after,) = raw_pipeline(model, images, args.raw_seconds, (best,))[0].values()
     finally:
         server.terminate()
         server.wait(timeout=30)
+    client = "python" if args.bodies is None else "wrk"
     print_report(args.model, len(images), raw, raw_single_ms, client, rows, overload)
     print(
         f"Alternated one by one (200 each): raw single image p50 {single[0]:.1f} ms, "
         f"service at concurrency 1 p50 {single[1]:.1f} ms."
     )
     print(f"Concurrency 256: {inside} (the client's own times include its queueing).")
-    print(
-        f"Raw best batch ({best}) measured again after the HTTP runs: {raw_after:.1f} images/s "
-        f"(before: {raw[best]:.1f}); the c16 target uses their mean, as this VM drifts."
-    )
-    raw_best = (best, (raw[best] + raw_after) / 2)
-    print_targets(raw_best, single, rows, ready_s, (rss_ready, rss, peak))
+    print_turns(turns, best)
+    print_targets(median_turn_ratios(turns, best), single, ready_s, (rss_ready, rss, peak))
+
+
+def print_turns(turns: list[Turn], best: int) -> None:
+    """Each turn of the c16 comparison, so the drift between turns is visible."""
+    print(f"\nRaw best batch ({best}) and the service at concurrency 16, in turns:\n")
+    print("| turn | raw images/s | c16 images/s | c16 p99 ms | throughput ratio | p99 ratio |")
+    print("|---|---|---|---|---|---|")
+    for index, turn in enumerate(turns, 1):
+        print(
+            f"| {index} | {turn.raw_rate:.1f} | {turn.served.rps:.1f} | {turn.served.p99:.1f} | "
+            f"{turn.throughput_ratio():.2f} | {turn.p99_ratio(best):.2f} |"
+        )
 
 
 def print_report(
@@ -343,23 +400,21 @@ def print_report(
 
 
 def print_targets(
-    raw_best: tuple[int, float],
+    c16: tuple[float, float],
     single: tuple[float, float],
-    rows: dict[int, Load],
     ready_s: float,
     rss: tuple[float, float, float],
 ) -> None:
-    """The issue's targets, each with the measured value; `raw_best` is (batch, images/s)."""
-    best, rate = raw_best
-    best_batch_ms = best / rate * 1000
+    """The issue's targets, each with the measured value; `c16` holds the median turn's
+    throughput and p99 ratios."""
     checks = [
-        ("c16 throughput >= 1.0 x raw best", rows[16].rps / rate, 1.0, ">="),
+        ("c16 throughput >= 1.0 x raw best (median turn)", c16[0], 1.0, ">="),
         ("c1 p50 - raw single p50, alternated (ms) <= 1", single[1] - single[0], 1.0, "<="),
-        ("c16 p99 / raw best-batch time <= 2", rows[16].p99 / best_batch_ms, 2.0, "<="),
+        ("c16 p99 / raw best-batch time <= 2 (median turn)", c16[1], 2.0, "<="),
         ("start to ready (s) <= 2", ready_s, 2.0, "<="),
         ("resident memory when ready (MB) <= 250", rss[0], 250.0, "<="),
         ("resident memory idle after the c1-c64 runs (MB) <= 250", rss[1], 250.0, "<="),
-        ("peak resident memory, start to end of c64 (MB) <= 250", rss[2], 250.0, "<="),
+        ("peak resident memory, start to end of the c16 turns (MB) <= 250", rss[2], 250.0, "<="),
     ]
     print("\n| target | measured | met |\n|---|---|---|")
     for label, value, limit, sense in checks:
