@@ -12,6 +12,7 @@ def register(cli: typer.Typer) -> None:
     cli.command(name="train")(commands.train)
     cli.command(name="pretrain")(commands.pretrain)
     cli.command(name="evaluate")(commands.evaluate)
+    cli.command(name="robustness")(commands.robustness)
     cli.command(name="export")(commands.export)
     cli.command(name="quantize")(commands.quantize)
     cli.command(name="compare")(commands.compare)

@@ -233,6 +233,32 @@ def evaluate(
     typer.echo(text)
 
 
+def robustness(
+    model_dir: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="models/<name>/<version>")
+    ],
+    data: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="The dataset it was trained on")
+    ],
+    cache_dir: Annotated[Path, typer.Option(help="Preprocessed-array cache")] = Path("cache"),
+    write: Annotated[bool, typer.Option(help="Store the table in the card and report")] = False,
+) -> None:
+    """Cross-validated accuracy of a shipped ensemble with its images zoomed out, zoomed in and
+    on other display curves: each fold scored by its own members, as training scored it."""
+    require_training_extra()
+    configure_logging()
+    from training.robustness import markdown, shifted_cross_validation, write_robustness
+
+    try:
+        rows = shifted_cross_validation(model_dir, data, cache_dir)
+    except (ValueError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if write:
+        write_robustness(model_dir, rows)
+    typer.echo(markdown(rows))
+
+
 def export(
     run: Annotated[
         Path, typer.Option(exists=True, file_okay=False, help="runs/NAME/VERSION (logits-*.keras)")

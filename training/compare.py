@@ -19,8 +19,7 @@ from app.config import available_cpus
 from app.inference.card import read_card
 from training.latency import interleaved_latency_ms
 
-SECTION_START = "<!-- architecture-comparison -->"
-SECTION_END = "<!-- /architecture-comparison -->"
+SECTION = "architecture-comparison"  # the report's marked section this module owns
 
 
 class NotComparable(ValueError):
@@ -161,10 +160,11 @@ def markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_section(text: str, section: str) -> str:
-    """`text` with the marked comparison section replaced, or inserted before the figures."""
-    block = f"{SECTION_START}\n{section}{SECTION_END}\n"
-    pattern = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END) + r"\n?", re.S)
+def with_section(text: str, section: str, marker: str = SECTION) -> str:
+    """`text` with the section marked `marker` replaced, or inserted before the figures."""
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    block = f"{start}\n{section}{end}\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
     if pattern.search(text):
         return pattern.sub(lambda _: block, text)
     figures = text.find("\n![")
