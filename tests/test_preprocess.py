@@ -38,3 +38,51 @@ def test_keep_aspect_pads_instead_of_stretching() -> None:
     spec = InputSpec(height=40, width=40, keep_aspect=True, intensity="none")
     out = to_model_input(wide, spec)[:, :, 0]
     assert out[:15].max() == 0.0 and out[15:25, 18:22].min() > 0.9
+
+
+def body(height: int = 60, width: int = 80) -> np.ndarray:
+    """A bright ellipse with some texture on black, like an axial slice."""
+    yy, xx = np.mgrid[:height, :width]
+    inside = ((yy - height / 2) / (height * 0.4)) ** 2 + ((xx - width / 2) / (width * 0.4)) ** 2
+    texture = 0.5 + 0.4 * np.sin(xx / 3.0) * np.cos(yy / 5.0)
+    return np.where(inside <= 1, texture, 0.0).astype(np.float32)
+
+
+def test_crop_to_foreground_makes_the_input_zoom_invariant() -> None:
+    spec = InputSpec(height=32, width=32, crop_foreground=True)
+    slice_ = body()
+    bordered = np.zeros((120, 160), np.float32)  # the same slice, zoomed out 2 x
+    bordered[30:90, 40:120] = slice_
+    same = to_model_input(bordered, spec)
+    np.testing.assert_allclose(same, to_model_input(slice_, spec), atol=1e-5)
+    plain = InputSpec(height=32, width=32)  # without the crop the two inputs differ
+    assert np.abs(to_model_input(bordered, plain) - to_model_input(slice_, plain)).max() > 0.5
+
+
+def test_a_stray_mark_does_not_widen_the_crop() -> None:
+    from app.imaging.preprocess import crop_to_foreground
+
+    slice_ = np.zeros((100, 100), np.float32)
+    slice_[20:80, 30:70] = body(60, 40)
+    marked = slice_.copy()
+    marked[2, 95] = 1.0  # a speck of annotation text in a corner
+    assert crop_to_foreground(marked).shape == crop_to_foreground(slice_).shape
+    assert crop_to_foreground(slice_).shape[0] <= 60
+
+
+def test_a_flat_image_is_kept_whole() -> None:
+    from app.imaging.preprocess import crop_to_foreground
+
+    flat = np.full((10, 12), 0.3, np.float32)
+    assert crop_to_foreground(flat).shape == (10, 12)
+
+
+def test_framed_is_what_the_model_sees_before_resizing() -> None:
+    from app.imaging.preprocess import framed
+
+    bordered = np.zeros((120, 160), np.float32)
+    bordered[30:90, 40:120] = body()
+    spec = InputSpec(height=32, width=32, crop_foreground=True, keep_aspect=True)
+    view = framed(bordered, spec)
+    assert view.shape[0] == view.shape[1] <= 80  # the body, padded to a square
+    assert framed(bordered, InputSpec(height=32, width=32)).shape == (120, 160)

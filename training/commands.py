@@ -66,6 +66,9 @@ def train(
     fine_tune_layers: Annotated[int, typer.Option(help="Backbone layers to fine-tune")] = 20,
     fine_tune_epochs: Annotated[int, typer.Option()] = 10,
     patience: Annotated[int, typer.Option(help="Early-stopping patience")] = 10,
+    crop_foreground: Annotated[
+        bool, typer.Option(help="Crop each image to its body before resizing (zoom-invariant)")
+    ] = False,
     keep_aspect: Annotated[bool, typer.Option(help="Pad to square before resizing")] = False,
     intensity: Annotated[str, typer.Option(help="percentile | minmax | none")] = "percentile",
     label_map: Annotated[str | None, typer.Option(help="e.g. '1=hemorrhage,0=normal'")] = None,
@@ -130,6 +133,7 @@ def train(
     spec = InputSpec(
         height=image_size,
         width=image_size,
+        crop_foreground=crop_foreground,
         keep_aspect=keep_aspect,
         intensity=intensity,  # type: ignore[arg-type]
         in_graph=_in_graph(arch),

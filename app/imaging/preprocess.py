@@ -29,6 +29,12 @@ class InputSpec(BaseModel):
     colour: Literal["grey"] = "grey"
     value_range: tuple[float, float] = (0.0, 1.0)
     resize: Literal["bilinear", "bicubic", "area"] = "bilinear"
+    crop_foreground: bool = Field(
+        False,
+        description="First crop to the body: the rows and columns where at least 2 % of the "
+        "pixels are brighter than a tenth of the image's range (black borders and empty field "
+        "of view go, whatever their size: the anatomy fills the input at every zoom)",
+    )
     keep_aspect: bool = Field(
         False, description="Pad to a square with the image's darkest value before resizing"
     )
@@ -43,11 +49,37 @@ class InputSpec(BaseModel):
 
 def to_model_input(grey: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Grey pixels in [0, 1] (H, W) to one model input (height, width, channels) float32."""
-    if spec.keep_aspect:
-        grey = _pad_square(grey)
-    resized = _resize(grey, spec)
+    resized = _resize(framed(grey, spec), spec)
     stretched = _stretch(resized, spec)
     return stretched[:, :, np.newaxis].astype(np.float32, copy=False)
+
+
+def framed(grey: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The part of the image the model sees, before resizing: cropped to the body and padded to
+    a square when the spec says so (heat maps are drawn over this)."""
+    if spec.crop_foreground:
+        grey = crop_to_foreground(grey)
+    if spec.keep_aspect:
+        grey = _pad_square(grey)
+    return grey
+
+
+FOREGROUND_LEVEL = 0.1  # of the image's range, above its darkest value
+FOREGROUND_SHARE = 0.02  # of a row or column that must be foreground for it to be kept
+
+
+def crop_to_foreground(grey: np.ndarray) -> np.ndarray:
+    """The bounding box of the bright content; a stray mark (text, a speck) in an otherwise
+    dark row or column does not widen it. A flat or all-dark image is returned whole."""
+    low, high = float(grey.min()), float(grey.max())
+    if high - low < 1e-6:
+        return grey
+    bright = grey > low + FOREGROUND_LEVEL * (high - low)
+    rows = np.flatnonzero(bright.mean(axis=1) >= FOREGROUND_SHARE)
+    columns = np.flatnonzero(bright.mean(axis=0) >= FOREGROUND_SHARE)
+    if rows.size == 0 or columns.size == 0:
+        return grey
+    return grey[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
 
 
 def _pad_square(grey: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 
 from app.errors import BadRequest
 from app.imaging.overlay import normalise_map, overlay_png
+from app.imaging.preprocess import framed
 from app.inference.predict import PreparedInput, build_result, describe_input, normalise
 from app.inference.store import LoadedModel
 
@@ -30,7 +31,7 @@ def explain(model: LoadedModel, prepared: PreparedInput, target: str | None) -> 
     if chosen not in classes:
         raise BadRequest(f"unknown class {chosen!r}; classes: {classes}")
     heat = normalise_map(maps[0][:, :, classes.index(chosen)])
-    png = overlay_png(prepared.decoded.pixels, heat)
+    png = overlay_png(framed(prepared.decoded.pixels, model.card.input), heat)
     result["explanation"] = {
         "class": chosen,
         "method": "CAM (class activation map of the GAP + dense head)",
