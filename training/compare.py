@@ -127,13 +127,19 @@ def carried_rows(
 
 def write_comparison(shipped: Path, table: dict[str, Any]) -> None:
     """Put the table into the shipped card and its report (replacing an earlier one)."""
-    card_path = shipped / "metadata.json"
+    write_evaluation(shipped, "architecture_comparison", table, markdown(table), SECTION)
+
+
+def write_evaluation(model_dir: Path, key: str, value: Any, section: str, marker: str) -> None:
+    """Store `value` as the card's `evaluation.<key>` and `section` as the report's section
+    marked `marker`, each replacing an earlier one."""
+    card_path = model_dir / "metadata.json"
     card = json.loads(card_path.read_text())
-    card.setdefault("evaluation", {})["architecture_comparison"] = table
+    card.setdefault("evaluation", {})[key] = value
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    report = shipped / "report" / "report.md"
+    report = model_dir / "report" / "report.md"
     if report.is_file():
-        report.write_text(with_section(report.read_text(), markdown(table)))
+        report.write_text(with_section(report.read_text(), section, marker))
 
 
 def markdown(table: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from app.imaging.decode import decode_image
 from app.imaging.preprocess import InputSpec, to_model_input
 from training.arrays import load_arrays
-from training.compare import with_section
+from training.compare import write_evaluation
 from training.data import clean, discover, fingerprint, grouped_folds, near_duplicate_groups
 from training.tasks import TASKS
 
@@ -157,13 +157,7 @@ def _check_reproduces_card(row: dict[str, Any], card: dict[str, Any]) -> None:
 
 def write_robustness(model_dir: Path, rows: dict[str, dict[str, Any]]) -> None:
     """Put the rows into the card (`evaluation.shift_robustness`) and the report."""
-    card_path = model_dir / "metadata.json"
-    card = json.loads(card_path.read_text())
-    card.setdefault("evaluation", {})["shift_robustness"] = rows
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    report = model_dir / "report" / "report.md"
-    if report.is_file():
-        report.write_text(with_section(report.read_text(), markdown(rows), "shift-robustness"))
+    write_evaluation(model_dir, "shift_robustness", rows, markdown(rows), "shift-robustness")
 
 
 def markdown(rows: dict[str, dict[str, Any]]) -> str:
