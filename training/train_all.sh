@@ -2,7 +2,8 @@
 # Reproduce the shipped models. For each task: a compact backbone pretrained on the other three
 # datasets (the task's own images left out by content), then one `ctscan train` from it with
 # 5-fold grouped cross-validation; the shipped graph is the ensemble of the fold models (two
-# per fold for head CT, from two seeds) with mirror test-time augmentation. No ImageNet weights
+# per fold for head CT, from two seeds) with mirror test-time augmentation; chest CT images are
+# cropped to the body first (--crop-foreground). No ImageNet weights
 # anywhere.
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
@@ -24,6 +25,7 @@ backbone_for() {
 }
 
 ctscan train --data "$DATA/chest_ct" --name chest-ct-cancer --weights "$(backbone_for chest_ct)" \
+  --crop-foreground \
   --image-size 128 --epochs 90 --patience 12 "${COMMON[@]}"
 ctscan train --data "$DATA/head_ct" --name head-ct-hemorrhage --weights "$(backbone_for head_ct)" \
   --image-size 160 --epochs 60 --members-per-fold 2 "${COMMON[@]}"
