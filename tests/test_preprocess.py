@@ -86,3 +86,34 @@ def test_framed_is_what_the_model_sees_before_resizing() -> None:
     view = framed(bordered, spec)
     assert view.shape[0] == view.shape[1] <= 80  # the body, padded to a square
     assert framed(bordered, InputSpec(height=32, width=32)).shape == (120, 160)
+
+
+def test_a_model_cropping_to_the_body_answers_alike_with_a_black_border() -> None:
+    """Chest CT version 4's card asks for the crop: the service's own predict path then gives
+    the same answer for a slice and for the same slice zoomed out onto a black canvas."""
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    from app.config import Settings
+    from app.inference.predict import predict_bytes
+    from app.inference.store import ModelStore
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    store = ModelStore(Settings(models_dir=models))
+    store.load_all()
+    model = store.get("chest-ct-cancer")
+    assert model.card.input.crop_foreground
+    slice_ = (body(120, 160) * 255).astype(np.uint8)
+    bordered = np.zeros((300, 400), np.uint8)
+    bordered[90:210, 120:280] = slice_
+
+    def png(pixels: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    plain = predict_bytes(model, png(slice_), 10**9)["probabilities"]
+    zoomed_out = predict_bytes(model, png(bordered), 10**9)["probabilities"]
+    assert zoomed_out == pytest.approx(plain, abs=1e-5)
