@@ -89,7 +89,7 @@ def test_framed_is_what_the_model_sees_before_resizing() -> None:
 
 
 def test_a_model_cropping_to_the_body_answers_alike_with_a_black_border() -> None:
-    """Chest CT version 4's card asks for the crop: the service's own predict path then gives
+    """The shipped chest CT model's card asks for the crop: the service's predict path then gives
     the same answer for a slice and for the same slice zoomed out onto a black canvas."""
     import io
     from pathlib import Path

@@ -2,9 +2,9 @@
 # Reproduce the shipped models. For each task: a compact backbone pretrained on the other three
 # datasets (the task's own images left out by content), then one `ctscan train` from it with
 # 5-fold grouped cross-validation; the shipped graph is the ensemble of the fold models (two
-# per fold for head CT, from two seeds) with mirror test-time augmentation; chest CT images are
-# cropped to the body first (--crop-foreground). No ImageNet weights
-# anywhere.
+# per fold for head CT, from two seeds) with mirror test-time augmentation; chest CT and chest
+# X-ray images are cropped to the body first (--crop-foreground), chest CT also trains on random
+# display curves (gamma). No ImageNet weights anywhere.
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
 OUT="${1:-runs/store}"
@@ -25,11 +25,11 @@ backbone_for() {
 }
 
 ctscan train --data "$DATA/chest_ct" --name chest-ct-cancer --weights "$(backbone_for chest_ct)" \
-  --crop-foreground \
+  --crop-foreground --augment gamma=0.3 \
   --image-size 128 --epochs 90 --patience 12 "${COMMON[@]}"
 ctscan train --data "$DATA/head_ct" --name head-ct-hemorrhage --weights "$(backbone_for head_ct)" \
   --image-size 160 --epochs 60 --members-per-fold 2 "${COMMON[@]}"
 ctscan train --data "$DATA/covid_xray" --name covid-xray --weights "$(backbone_for covid_xray)" \
-  --image-size 128 --epochs 60 "${COMMON[@]}"
+  --crop-foreground --image-size 128 --epochs 60 "${COMMON[@]}"
 ctscan train --data "$DATA/sarscov2_ct" --name sarscov2-ct \
   --weights "$(backbone_for sarscov2_ct)" --image-size 128 --epochs 60 --patience 12 "${COMMON[@]}"
