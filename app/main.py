@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Classifies CT slices (and chest X-rays) with ONNX models run by onnxruntime.
 
-Upload one image as the multipart field `file` (PNG, JPEG, TIFF, BMP, WebP or DICOM); the answer
-gives every class's probability. Errors are `application/problem+json` (RFC 9457).
+Upload one image (PNG, JPEG, TIFF, BMP, WebP or DICOM) as the multipart field `file` or as the
+whole request body; the answer gives every class's probability. Errors are
+`application/problem+json` (RFC 9457).
 
 **Research use, not for diagnosis.**"""
 

@@ -8,9 +8,10 @@ import asyncio
 
 from fastapi import HTTPException
 from starlette.datastructures import UploadFile
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge, error_response
+from app.errors import BadRequest, PayloadTooLarge, error_response
 
 MULTIPART_OVERHEAD = 64 * 1024
 CHUNK = 1 << 20
@@ -81,4 +82,28 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
         if total > max_bytes:
             raise PayloadTooLarge(f"the file exceeds the {max_bytes}-byte upload limit")
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def is_multipart(content_type: str | None) -> bool:
+    """Whether the upload comes as a multipart form; any other body is the image itself (curl's
+    `--data-binary` labels it `application/x-www-form-urlencoded` unless told otherwise)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "multipart/form-data"
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body taken as the upload itself (`curl --data-binary @slice.dcm`): 413 as
+    soon as it passes `max_bytes`, 400 when it is empty."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise PayloadTooLarge(f"the file exceeds the {max_bytes}-byte upload limit")
+        chunks.append(chunk)
+    if not total:
+        raise BadRequest(
+            "no image: send it as the request body or as the multipart form field `file`"
+        )
     return b"".join(chunks)

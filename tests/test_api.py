@@ -113,6 +113,28 @@ def test_bad_uploads(client: TestClient, data: bytes, status: int) -> None:
     assert client.get("/health/ready").status_code == 200
 
 
+@pytest.mark.parametrize("ctype", ["image/png", "application/octet-stream", None])
+def test_the_image_as_the_whole_body(client: TestClient, ctype: str | None) -> None:
+    """`curl --data-binary @slice.png` (any content type but multipart) answers as the form."""
+    data = png_bytes(240)
+    headers = {} if ctype is None else {"content-type": ctype}
+    raw = assert_prediction(
+        client.post("/v1/models/toy/predict", content=data, headers=headers), ["dark", "bright"]
+    )
+    assert raw == assert_prediction(upload(client, data), ["dark", "bright"])
+    assert raw["label"] == "bright" and raw["input"]["format"] == "PNG"
+
+
+def test_raw_body_over_the_cap_is_413(settings: Settings) -> None:
+    small = settings.model_copy(update={"max_upload_bytes": 2000})
+    with TestClient(create_app(small)) as client:
+        wait_ready(client)
+        big = png_bytes() + b"\x00" * 3000
+        assert_problem(client.post("/predict", content=big), 413)  # declared length
+        streamed = client.post("/predict", content=iter([big[:1500], big[1500:]]))
+        assert_problem(streamed, 413)  # no length: counted as it streams in
+
+
 def test_oversize_upload_is_413(client: TestClient) -> None:
     assert_problem(upload(client, b"\x89PNG\r\n\x1a\n" + b"\x00" * (40 * 1024 * 1024)), 413)
 
@@ -196,8 +218,10 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
     uploads = ["/predict", "/v1/models/{name}/predict", "/v1/models/{name}/explain"]
     uploads.append("/v1/models/{name}/versions/{version}/predict")
     for path in uploads:  # the routes read the form themselves: the body must still be documented
-        body = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        content = paths[path]["post"]["requestBody"]["content"]
+        body = content["multipart/form-data"]["schema"]
         assert body["required"] == ["file"] and body["properties"]["file"]["format"] == "binary"
+        assert content["application/dicom"]["schema"]["format"] == "binary"
         query = {p["name"] for p in paths[path]["post"]["parameters"] if p["in"] == "query"}
         assert {"window", "window_center", "window_width"} <= query  # read by hand, still shown
 

@@ -32,8 +32,9 @@ def test_bad_input(client: TestClient, name: str, data: bytes, status: int) -> N
     [
         ({}, 400),
         ({"files": {"image": ("a.png", b"x")}}, 400),
-        ({"data": {"file": "not a file"}}, 400),
-        ({"content": b"raw", "headers": {"content-type": "image/png"}}, 400),
+        ({"data": {"file": "not a file"}}, 415),  # a URL-encoded body is taken as the image
+        ({"content": b"raw", "headers": {"content-type": "image/png"}}, 415),
+        ({"content": b"", "headers": {"content-type": "image/png"}}, 400),
         (
             {
                 "content": b"--x\r\nbroken",
@@ -42,7 +43,7 @@ def test_bad_input(client: TestClient, name: str, data: bytes, status: int) -> N
             400,
         ),
     ],
-    ids=["no-body", "wrong-field", "field-not-file", "raw-body", "broken-multipart"],
+    ids=["no-body", "wrong-field", "url-encoded", "raw-not-image", "raw-empty", "broken-multipart"],
 )
 def test_malformed_requests(client: TestClient, kwargs: dict, status: int) -> None:
     response = client.post("/v1/models/toy/predict", **kwargs)

@@ -76,6 +76,10 @@ def test_dicom_through_the_api(client: TestClient) -> None:
     body = response.json()
     assert body["input"]["format"] == "DICOM" and body["input"]["window"]
     assert "Test" not in response.text
+    raw = client.post(
+        "/predict", content=Path(path).read_bytes(), headers={"content-type": "application/dicom"}
+    )
+    assert raw.status_code == 200 and raw.json() == body
 
 
 def test_window_query_parameters(client: TestClient) -> None:

@@ -23,6 +23,7 @@ _SETTINGS = Settings(models_dir=_ROOT, intra_op_threads=1, default_model="toy")
 _STORE = ModelStore(_SETTINGS)
 _STORE.load_all()  # loaded up front: schemathesis calls the app without running its lifespan
 APP = create_app(_SETTINGS, store=_STORE)
+schemathesis.serializer.alias("application/dicom", "application/octet-stream")  # raw DICOM body
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.run import multipart, post_upload, sample_images
+from tests.benchmarks.run import MULTIPART, multipart, post_upload, sample_images
 from tests.server import wait_ready
 
 # (label, from mark, to mark), in the order a request passes them
@@ -117,7 +117,7 @@ def drive(port: int, name: str, count: int) -> float:
     """Send `count` uploads one after another; the client's median milliseconds."""
     bodies = [multipart(image) for image in sample_images(8)]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times = [post_upload(connection, name, bodies[index % 8]) for index in range(count)]
+    times = [post_upload(connection, name, bodies[index % 8], MULTIPART) for index in range(count)]
     connection.close()
     return statistics.median(times[count // 10 :]) * 1000
 
