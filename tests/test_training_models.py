@@ -335,3 +335,27 @@ def test_int8_variant_is_measured_and_served(tmp_path: Path) -> None:
         ]
     float_p, int8_p = (a["probabilities"]["left"] for a in answers)
     assert abs(float_p - int8_p) <= report["max_probability_change"] + 0.05
+
+
+def test_ema_weights_are_the_ones_validated_and_kept(tmp_path: Path) -> None:
+    """With --ema the training steps are the same as without (same seed, same training loss),
+    but validation scores the averaged weights, and the epoch it picks is returned exactly."""
+    from training.train import TrainConfig, fit, make_dataset
+
+    rng = np.random.default_rng(3)
+    x = rng.random((24, 32, 32, 1)).astype(np.float32)
+    y = np.array([0, 1] * 12)
+    x[y == 1, 10:20, 10:20] += 1.0
+    validation = (x[:8], y[:8])
+    runs = {}
+    with deterministic_ops():
+        for ema in (0.0, 0.9):
+            config = TrainConfig(image_size=32, epochs=6, batch_size=8, patience=2, ema=ema)
+            runs[ema] = fit(x[8:], y[8:], 2, config, validation, tmp_path / str(ema))
+    plain, averaged = runs[0.0].history, runs[0.9].history
+    assert abs(plain["loss"][0] - averaged["loss"][0]) < 1e-6
+    assert abs(plain["val_loss"][0] - averaged["val_loss"][0]) > 1e-4
+    best = int(np.argmin(averaged["val_loss"]))
+    dataset = make_dataset(validation[0], np.eye(2)[validation[1]], config, train=False)
+    evaluated = runs[0.9].model.evaluate(dataset, verbose=0)[0]
+    assert abs(evaluated - averaged["val_loss"][best]) < 1e-4

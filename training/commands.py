@@ -84,6 +84,15 @@ def train(
         ),
     ] = 1,
     tta_flip: Annotated[bool, typer.Option(help="Average with the mirrored image")] = True,
+    ema: Annotated[
+        float,
+        typer.Option(
+            help="Validate and ship an exponential moving average of the weights with this "
+            "momentum per step, e.g. 0.99 (0: off)",
+            min=0.0,
+            max=0.9999,
+        ),
+    ] = 0.0,
     augment: Annotated[
         str | None,
         typer.Option(
@@ -123,6 +132,7 @@ def train(
         patience=patience,
         seed=seed,
         tta_flip=tta_flip,
+        ema=ema,
         augment=parse_augment(augment),
     )
     try:

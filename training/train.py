@@ -35,6 +35,7 @@ class TrainConfig:
     patience: int = 10
     dropout: float = 0.3
     label_smoothing: float = 0.05
+    ema: float = 0.0  # momentum of an exponential moving average of the weights; 0: off
     seed: int = 42
     tta_flip: bool = True
     augment: dict[str, float] = field(
@@ -130,8 +131,11 @@ def compile_model(
     loss = keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=config.label_smoothing
     )
+    optimizer = keras.optimizers.Adam(
+        learning_rate, use_ema=config.ema > 0, ema_momentum=config.ema or 0.99
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         loss=loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
@@ -180,7 +184,11 @@ def callbacks(
 ) -> list[keras.callbacks.Callback]:
     monitor = "val_loss" if validate else "loss"
     work_dir.mkdir(parents=True, exist_ok=True)
+    # With an EMA, validation, checkpoints and early stopping all see the averaged weights: the
+    # swap comes first so the callbacks after it act on what will be shipped.
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema > 0 else []
     found = [
+        *swap,
         keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=0.5, patience=max(2, config.patience // 2), min_lr=1e-6
         ),
