@@ -40,6 +40,19 @@ def test_keep_aspect_pads_instead_of_stretching() -> None:
     assert out[:15].max() == 0.0 and out[15:25, 18:22].min() > 0.9
 
 
+def test_keep_aspect_pads_with_a_dark_level_one_pixel_cannot_move() -> None:
+    """A JPEG's ringing or a stray pixel darker than the rest must not change the padding (nor,
+    through the contrast stretch, every pixel of the input)."""
+    rng = np.random.default_rng(0)
+    wide = (0.3 + 0.6 * rng.random((60, 90))).astype(np.float32)
+    speck = wide.copy()
+    speck[5, 5] = 0.0
+    spec = InputSpec(height=32, width=32, keep_aspect=True)
+    out, with_speck = to_model_input(wide, spec), to_model_input(speck, spec)
+    assert np.abs(out - with_speck).mean() < 1e-3
+    assert out[0, :, 0].max() == pytest.approx(0.0, abs=1e-6)  # the padding is the dark level
+
+
 def body(height: int = 60, width: int = 80) -> np.ndarray:
     """A bright ellipse with some texture on black, like an axial slice."""
     yy, xx = np.mgrid[:height, :width]

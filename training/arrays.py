@@ -36,8 +36,12 @@ def load_arrays(samples: list[Sample], spec: InputSpec, cache_dir: Path | None) 
     return arrays
 
 
+# Bump when the preprocessing behind an unchanged InputSpec changes, so no stale cache is used.
+PREPROCESSING_REVISION = 2  # 2: keep_aspect pads with the dark level instead of the minimum
+
+
 def _cache_key(samples: list[Sample], spec: InputSpec) -> str:
-    digest = hashlib.sha256(spec.model_dump_json().encode())
+    digest = hashlib.sha256(f"{PREPROCESSING_REVISION}:{spec.model_dump_json()}".encode())
     for sample in samples:
         digest.update(sample.sha256.encode())
     return digest.hexdigest()[:16]

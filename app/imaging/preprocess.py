@@ -36,7 +36,9 @@ class InputSpec(BaseModel):
         "of view go, whatever their size: the anatomy fills the input at every zoom)",
     )
     keep_aspect: bool = Field(
-        False, description="Pad to a square with the image's darkest value before resizing"
+        False,
+        description="Pad to a square before resizing, with the image's dark level (its low "
+        "percentile, not its single darkest pixel, which re-encoding moves)",
     )
     intensity: Literal["percentile", "minmax", "none"] = Field(
         "percentile", description="Per-image contrast stretch applied after resizing"
@@ -60,7 +62,7 @@ def framed(grey: np.ndarray, spec: InputSpec) -> np.ndarray:
     if spec.crop_foreground:
         grey = crop_to_foreground(grey)
     if spec.keep_aspect:
-        grey = _pad_square(grey)
+        grey = _pad_square(grey, dark_level(grey, spec.percentiles[0]))
     return grey
 
 
@@ -82,12 +84,22 @@ def crop_to_foreground(grey: np.ndarray) -> np.ndarray:
     return grey[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
 
 
-def _pad_square(grey: np.ndarray) -> np.ndarray:
+PAD_SAMPLE = 16384  # pixels sampled (on a regular grid) to find the dark level
+
+
+def dark_level(grey: np.ndarray, percentile: float) -> float:
+    """The image's `percentile`-th percentile from a grid sample of about PAD_SAMPLE pixels:
+    a JPEG's ringing or one stray pixel moves the minimum, not this."""
+    step = max(1, int(np.sqrt(grey.size / PAD_SAMPLE)))
+    return float(np.percentile(grey[::step, ::step], percentile))
+
+
+def _pad_square(grey: np.ndarray, value: float) -> np.ndarray:
     height, width = grey.shape
     side = max(height, width)
     if height == width:
         return grey
-    canvas = np.full((side, side), float(grey.min()), dtype=np.float32)
+    canvas = np.full((side, side), value, dtype=np.float32)
     top, left = (side - height) // 2, (side - width) // 2
     canvas[top : top + height, left : left + width] = grey
     return canvas
