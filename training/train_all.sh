@@ -4,7 +4,8 @@
 # 5-fold grouped cross-validation; the shipped graph is the ensemble of the fold models (two
 # per fold for head CT, from two seeds) with mirror test-time augmentation; chest CT and chest
 # X-ray images are cropped to the body first (--crop-foreground), chest CT also trains on random
-# display curves (gamma). No ImageNet weights anywhere.
+# display curves (gamma); SARS-CoV-2 CT slices are cropped, then padded to a square
+# (--keep-aspect) instead of squeezed. No ImageNet weights anywhere.
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
 OUT="${1:-runs/store}"
@@ -32,4 +33,5 @@ ctscan train --data "$DATA/head_ct" --name head-ct-hemorrhage --weights "$(backb
 ctscan train --data "$DATA/covid_xray" --name covid-xray --weights "$(backbone_for covid_xray)" \
   --crop-foreground --image-size 128 --epochs 60 "${COMMON[@]}"
 ctscan train --data "$DATA/sarscov2_ct" --name sarscov2-ct \
-  --weights "$(backbone_for sarscov2_ct)" --image-size 128 --epochs 60 --patience 12 "${COMMON[@]}"
+  --weights "$(backbone_for sarscov2_ct)" --crop-foreground --keep-aspect \
+  --image-size 128 --epochs 80 --patience 12 "${COMMON[@]}"
