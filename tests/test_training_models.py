@@ -143,6 +143,22 @@ def test_imagenet_offline_fails_cleanly(tmp_path: Path) -> None:
     assert not (tmp_path / "models").exists()
 
 
+def test_width_is_refused_for_the_imagenet_architectures(tmp_path: Path) -> None:
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    command = [sys.executable, "-c", "from app.cli import main; main()", "train"]
+    options = ["--data", str(tmp_path / "data"), "--name", "x", "--output", str(tmp_path / "m")]
+    result = subprocess.run(
+        [*command, *options, "--arch", "vgg19", "--width", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "error: --width applies to --arch compact only" in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
 def test_local_weights_file_is_loaded(tmp_path: Path) -> None:
     import keras
 

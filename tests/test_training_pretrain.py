@@ -116,3 +116,27 @@ def test_output_name_must_be_a_keras_weights_file(
     with pytest.raises(ValueError, match=r"\.weights\.h5"):
         pretrain(pretrain_request(datasets, tmp_path / "backbone.h5"))
     assert not (tmp_path / "backbone.h5").exists()
+
+
+def test_a_wider_compact_cnn_has_more_channels_and_needs_a_backbone_as_wide(
+    tmp_path: Path,
+) -> None:
+    from training.architectures import WeightsUnavailable, build, compact_backbone
+
+    def channels(width: float) -> list[int]:
+        model = build("compact", 32, 2, width=width)
+        names = ("stem_conv", *(f"block{i}_proj" for i in range(1, 5)))
+        return [model.get_layer(name).filters for name in names]
+
+    assert channels(1.0) == [24, 32, 64, 128, 192]
+    assert channels(1.5) == [40, 48, 96, 192, 288]
+    wide = tmp_path / "wide.weights.h5"
+    saved = compact_backbone(build("compact", 32, 2, width=1.5))
+    saved.save_weights(wide)
+    loaded = compact_backbone(build("compact", 48, 3, weights=str(wide), width=1.5))
+    for mine, theirs in zip(saved.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(WeightsUnavailable, match="ctscan pretrain"):
+        build("compact", 32, 2, weights=str(wide))
+    with pytest.raises(ValueError, match="compact CNN only"):
+        build("resnet50", 32, 2, width=1.5)

@@ -6,6 +6,7 @@ ImageNet backbones (grey → 3 channels, caffe mean subtraction) is inside the g
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,16 @@ def build(
     weights: str = "none",
     head: str = "gap",
     dropout: float = 0.3,
+    width: float = 1.0,
 ) -> keras.Model:
     """A classifier returning logits; `weights` is 'imagenet', 'none' or a weights file (for
-    the compact CNN: a backbone written by `ctscan pretrain`; the head always starts fresh)."""
+    the compact CNN: a backbone written by `ctscan pretrain` at the same `width`; the head
+    always starts fresh). `width` multiplies the compact CNN's channels."""
+    if width != 1.0 and arch != "compact":
+        raise ValueError(f"width applies to the compact CNN only, not {arch}")
     inputs = keras.Input((size, size, 1), name="image")
     if arch == "compact":
-        features = compact_features(inputs)
+        features = compact_features(inputs, width)
         if weights not in ("none", "imagenet"):
             load_compact_backbone(keras.Model(inputs, features), weights)
     else:
@@ -61,14 +66,23 @@ def load_compact_backbone(backbone: keras.Model, path: str) -> None:
         ) from exc
 
 
-def compact_features(x: Any) -> Any:
-    """A small residual CNN that trains from scratch on a 2-core CPU."""
-    x = layers.Conv2D(24, 5, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+def compact_features(x: Any, width: float = 1.0) -> Any:
+    """A small residual CNN that trains from scratch on a 2-core CPU; `width` multiplies its
+    channels (24 in the stem, then 32 / 64 / 128 / 192)."""
+    stem = compact_channels(24, width)
+    x = layers.Conv2D(stem, 5, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = _norm("stem_norm")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     for index, filters in enumerate((32, 64, 128, 192)):
-        x = _residual_block(x, filters, f"block{index + 1}")
+        x = _residual_block(x, compact_channels(filters, width), f"block{index + 1}")
     return x
+
+
+def compact_channels(base: int, width: float) -> int:
+    """`base * width` rounded up to a multiple of the normalisation's 8 groups (at least 8)."""
+    if width <= 0:
+        raise ValueError(f"width must be positive, not {width}")
+    return max(8, math.ceil(base * width / 8) * 8)
 
 
 def _norm(name: str) -> layers.Layer:

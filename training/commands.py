@@ -57,6 +57,14 @@ def train(
     arch: Annotated[str, typer.Option(help="compact | vgg19 | resnet50")] = "compact",
     weights: Annotated[str, typer.Option(help="imagenet | none | PATH to weights")] = "none",
     head: Annotated[str, typer.Option(help="gap (default) | vgg (Flatten + 2x4096)")] = "gap",
+    width: Annotated[
+        float,
+        typer.Option(
+            help="Channel multiplier of the compact CNN (1.0: 24, 32, 64, 128, 192)",
+            min=0.25,
+            max=4.0,
+        ),
+    ] = 1.0,
     image_size: Annotated[int, typer.Option(help="Square input side in pixels")] = 128,
     epochs: Annotated[int, typer.Option(help="Maximum epochs per fit")] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
@@ -119,10 +127,14 @@ def train(
             err=True,
         )
         raise typer.Exit(2)
+    if width != 1.0 and arch != "compact":
+        typer.echo("error: --width applies to --arch compact only", err=True)
+        raise typer.Exit(2)
     config = TrainConfig(
         arch=arch,
         weights=weights,
         head=head,
+        width=width,
         image_size=image_size,
         epochs=epochs,
         batch_size=batch_size,
@@ -136,7 +148,9 @@ def train(
         augment=parse_augment(augment),
     )
     try:
-        build(arch, image_size, 2, weights, head)  # fail fast, before anything is written
+        build(
+            arch, image_size, 2, weights, head, width=width
+        )  # fail fast, before anything is written
     except WeightsUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -185,6 +199,14 @@ def pretrain(
         ),
     ] = None,
     image_size: Annotated[int, typer.Option(help="Square input side in pixels")] = 128,
+    width: Annotated[
+        float,
+        typer.Option(
+            help="Channel multiplier of the compact CNN (1.0: 24, 32, 64, 128, 192)",
+            min=0.25,
+            max=4.0,
+        ),
+    ] = 1.0,
     epochs: Annotated[int, typer.Option()] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
     learning_rate: Annotated[float, typer.Option()] = 2e-3,
@@ -204,6 +226,7 @@ def pretrain(
         raise typer.Exit(2)
     config = TrainConfig(
         image_size=image_size,
+        width=width,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,

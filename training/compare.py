@@ -39,7 +39,7 @@ def candidate_row(folder: Path) -> dict[str, Any]:
         "folder": str(folder),
         "model": f"{card.name}/{card.version}",
         "classes": card.classes,
-        "arch": card.architecture.get("name", "?"),
+        "arch": _arch_name(card.architecture),
         "weights": config.get("weights", card.architecture.get("weights_init", "?")),
         "members": card.architecture.get("ensemble_members", 1),
         "image_size": card.input.height,
@@ -53,6 +53,12 @@ def candidate_row(folder: Path) -> dict[str, Any]:
         "size_bytes": (folder / "model.onnx").stat().st_size,
         "input": (card.input.name, card.input.height, card.input.width, card.input.channels),
     }
+
+
+def _arch_name(architecture: dict[str, Any]) -> str:
+    """'compact', or 'compact 1.5x wide' for a widened compact CNN."""
+    name, width = architecture.get("name", "?"), architecture.get("width", 1.0)
+    return name if width == 1.0 else f"{name} {width:g}x wide"
 
 
 def measure_latencies(rows: list[dict[str, Any]], runs: int) -> None:

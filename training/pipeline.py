@@ -200,6 +200,7 @@ def _architecture(request: TrainRequest, served: Any, members: int) -> dict[str,
     return {
         "name": config.arch,
         "head": config.head,
+        "width": config.width,
         "weights_init": config.weights,
         "pretraining": read_provenance(config.weights),
         "ensemble_members": members,

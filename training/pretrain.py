@@ -97,6 +97,7 @@ def pretrain(request: PretrainRequest) -> Path:
         "images": len(y),
         "file_list_sha256": report.file_list_sha256,
         "image_size": request.spec.height,
+        "width": request.config.width,
         "epochs": request.config.epochs,
         "final_training_accuracy": fitted.history["accuracy"][-1],
         "seconds": round(time.perf_counter() - started, 1),

@@ -25,6 +25,7 @@ class TrainConfig:
     arch: str = "compact"
     weights: str = "none"
     head: str = "gap"
+    width: float = 1.0  # the compact CNN's channel multiplier
     image_size: int = 128
     epochs: int = 40
     batch_size: int = 32
@@ -154,7 +155,13 @@ def fit(
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
     model = build(
-        config.arch, config.image_size, classes, config.weights, config.head, config.dropout
+        config.arch,
+        config.image_size,
+        classes,
+        config.weights,
+        config.head,
+        config.dropout,
+        config.width,
     )
     notes: dict[str, Any] = {}
     if config.pretrained:
