@@ -159,7 +159,7 @@ def train(
         width=image_size,
         crop_foreground=crop_foreground,
         keep_aspect=keep_aspect,
-        intensity=intensity,  # type: ignore[arg-type]
+        intensity=intensity,
         in_graph=_in_graph(arch),
     )
     try:

@@ -99,7 +99,9 @@ def clean(samples: list[Sample], root: Path) -> tuple[list[Sample], DatasetRepor
     by_hash: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
         by_hash[sample.sha256].append(sample)
-    kept, duplicates, conflicts = [], [], []
+    kept: list[Sample] = []
+    duplicates: list[list[str]] = []
+    conflicts: list[dict[str, object]] = []
     for group in by_hash.values():
         names = [str(s.path.relative_to(root)) for s in group]
         labels = sorted({s.label for s in group})
@@ -150,7 +152,8 @@ def fingerprint(images: np.ndarray, side: int = 16) -> np.ndarray:
     step_h, step_w = height // side, width // side
     trimmed = images[:, : side * step_h, : side * step_w, 0]
     small = trimmed.reshape(n, side, step_h, side, step_w).mean(axis=(2, 4)).reshape(n, -1)
-    return small > np.median(small, axis=1, keepdims=True)
+    found: np.ndarray = small > np.median(small, axis=1, keepdims=True)
+    return found
 
 
 def grouped_folds(

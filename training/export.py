@@ -24,7 +24,7 @@ class ParityError(RuntimeError):
 
 
 @keras.saving.register_keras_serializable(package="ctscan")
-class ClassActivation(layers.Layer):
+class ClassActivation(layers.Layer):  # type: ignore[misc]  # keras is untyped
     """Class activation maps: the last feature map times the GAP head's dense kernel."""
 
     def __init__(self, dense: layers.Dense, **kwargs: Any) -> None:
@@ -39,7 +39,7 @@ OUTPUT_NAMES = ("probabilities", "class_activation")
 
 
 @keras.saving.register_keras_serializable(package="ctscan")
-class WithMirror(layers.Layer):
+class WithMirror(layers.Layer):  # type: ignore[misc]  # keras is untyped
     """(N, ...) images → (2N, ...): the batch followed by its mirror image, so each model runs
     once on both views."""
 
@@ -48,7 +48,7 @@ class WithMirror(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ctscan")
-class MirrorMean(layers.Layer):
+class MirrorMean(layers.Layer):  # type: ignore[misc]  # keras is untyped
     """(2N, ...) → (N, ...): mean of each item and its mirror's result (maps flipped back)."""
 
     def __init__(self, flip_back: bool = False, **kwargs: Any) -> None:

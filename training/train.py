@@ -276,11 +276,13 @@ def predict_logits(model: keras.Model, x: np.ndarray, tta_flip: bool) -> np.ndar
     logits = model.predict(x, batch_size=64, verbose=0)
     if tta_flip:
         logits = (logits + model.predict(x[:, :, ::-1], batch_size=64, verbose=0)) / 2
-    return np.asarray(logits)
+    averaged: np.ndarray = np.asarray(logits, dtype=np.float32)
+    return averaged
 
 
 def _one_hot(y: np.ndarray, classes: int) -> np.ndarray:
-    return keras.utils.to_categorical(y, classes).astype("float32")
+    encoded: np.ndarray = np.eye(classes, dtype=np.float32)[y]
+    return encoded
 
 
 def _best_epoch(history: dict[str, list[float]]) -> int:
