@@ -5,7 +5,8 @@
 # per fold for head CT, from two seeds) with mirror test-time augmentation; chest CT and chest
 # X-ray images are cropped to the body first (--crop-foreground), chest CT also trains on random
 # display curves (gamma); SARS-CoV-2 CT slices are cropped, then padded to a square
-# (--keep-aspect) instead of squeezed. No ImageNet weights anywhere.
+# (--keep-aspect) instead of squeezed, and train with lighter augmentation. No ImageNet weights
+# anywhere.
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
 OUT="${1:-runs/store}"
@@ -34,4 +35,5 @@ ctscan train --data "$DATA/covid_xray" --name covid-xray --weights "$(backbone_f
   --crop-foreground --image-size 128 --epochs 60 "${COMMON[@]}"
 ctscan train --data "$DATA/sarscov2_ct" --name sarscov2-ct \
   --weights "$(backbone_for sarscov2_ct)" --crop-foreground --keep-aspect \
+  --augment contrast=0.1,brightness=0.05,zoom=0.1,translation=0.04 \
   --image-size 128 --epochs 80 --patience 12 "${COMMON[@]}"
