@@ -12,6 +12,13 @@ import typer
 from app.imaging.preprocess import InputSpec
 from app.logging_setup import configure_logging
 
+WidthOption = Annotated[
+    float,
+    typer.Option(
+        help="Channel multiplier of the compact CNN (1.0: 24, 32, 64, 128, 192)", min=0.25, max=4.0
+    ),
+]
+
 TRAIN_EXTRA = "pip install 'ctscan[train,cpu]'  (or: pip install -e '.[train,cpu]')"
 
 
@@ -57,14 +64,7 @@ def train(
     arch: Annotated[str, typer.Option(help="compact | vgg19 | resnet50")] = "compact",
     weights: Annotated[str, typer.Option(help="imagenet | none | PATH to weights")] = "none",
     head: Annotated[str, typer.Option(help="gap (default) | vgg (Flatten + 2x4096)")] = "gap",
-    width: Annotated[
-        float,
-        typer.Option(
-            help="Channel multiplier of the compact CNN (1.0: 24, 32, 64, 128, 192)",
-            min=0.25,
-            max=4.0,
-        ),
-    ] = 1.0,
+    width: WidthOption = 1.0,
     image_size: Annotated[int, typer.Option(help="Square input side in pixels")] = 128,
     epochs: Annotated[int, typer.Option(help="Maximum epochs per fit")] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
@@ -199,14 +199,7 @@ def pretrain(
         ),
     ] = None,
     image_size: Annotated[int, typer.Option(help="Square input side in pixels")] = 128,
-    width: Annotated[
-        float,
-        typer.Option(
-            help="Channel multiplier of the compact CNN (1.0: 24, 32, 64, 128, 192)",
-            min=0.25,
-            max=4.0,
-        ),
-    ] = 1.0,
+    width: WidthOption = 1.0,
     epochs: Annotated[int, typer.Option()] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
     learning_rate: Annotated[float, typer.Option()] = 2e-3,
