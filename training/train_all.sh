@@ -4,9 +4,9 @@
 # 5-fold grouped cross-validation; the shipped graph is the ensemble of the fold models (two
 # per fold for head CT, from two seeds) with mirror test-time augmentation; chest CT and chest
 # X-ray images are cropped to the body first (--crop-foreground), chest CT also trains on random
-# display curves (gamma); SARS-CoV-2 CT slices are cropped, then padded to a square
-# (--keep-aspect) instead of squeezed, and train with lighter augmentation. No ImageNet weights
-# anywhere.
+# display curves (gamma) with lighter contrast and brightness changes; SARS-CoV-2 CT slices are
+# cropped, then padded to a square (--keep-aspect) instead of squeezed, and train with lighter
+# augmentation. No ImageNet weights anywhere.
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
 OUT="${1:-runs/store}"
@@ -27,8 +27,8 @@ backbone_for() {
 }
 
 ctscan train --data "$DATA/chest_ct" --name chest-ct-cancer --weights "$(backbone_for chest_ct)" \
-  --crop-foreground --augment gamma=0.3 \
-  --image-size 128 --epochs 90 --patience 12 "${COMMON[@]}"
+  --crop-foreground --augment gamma=0.3,contrast=0.1,brightness=0.05 \
+  --image-size 128 --epochs 120 --patience 12 "${COMMON[@]}"
 ctscan train --data "$DATA/head_ct" --name head-ct-hemorrhage --weights "$(backbone_for head_ct)" \
   --image-size 160 --epochs 60 --members-per-fold 2 "${COMMON[@]}"
 ctscan train --data "$DATA/covid_xray" --name covid-xray --weights "$(backbone_for covid_xray)" \
