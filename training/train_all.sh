@@ -35,5 +35,5 @@ ctscan train --data "$DATA/covid_xray" --name covid-xray --weights "$(backbone_f
   --crop-foreground --image-size 128 --epochs 60 "${COMMON[@]}"
 ctscan train --data "$DATA/sarscov2_ct" --name sarscov2-ct \
   --weights "$(backbone_for sarscov2_ct)" --crop-foreground --keep-aspect \
-  --augment contrast=0.1,brightness=0.05,zoom=0.1,translation=0.04 \
+  --augment contrast=0.05,brightness=0.02,zoom=0.05,translation=0.02 \
   --image-size 128 --epochs 80 --patience 12 "${COMMON[@]}"
