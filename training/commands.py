@@ -148,9 +148,8 @@ def train(
         augment=parse_augment(augment),
     )
     try:
-        build(
-            arch, image_size, 2, weights, head, width=width
-        )  # fail fast, before anything is written
+        # fail fast, before anything is written
+        build(arch, image_size, 2, weights, head, width=width)
     except WeightsUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
