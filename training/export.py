@@ -13,6 +13,8 @@ import onnx
 import onnxruntime as ort
 from keras import layers
 
+from training.fused_norm import fuse_group_norms
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
@@ -101,9 +103,23 @@ def _with_map(member: keras.Model, name: str) -> keras.Model:
     return keras.Model(member.inputs[0], [member.outputs[0], cam], name=name)
 
 
-def export_onnx(model: keras.Model, path: Path, sample: np.ndarray) -> float:
+def export_served(
+    members: list[keras.Model], temperature: float, tta_flip: bool, path: Path, sample: np.ndarray
+) -> tuple[keras.Model, float]:
+    """Write the served graph of `members` to `path` with their group normalisations fused
+    (same function, faster in onnxruntime); return the served Keras model, unfused, and the max
+    abs difference of the ONNX graph to it on `sample`."""
+    reference = probability_model(members, temperature, tta_flip)
+    fused = probability_model([fuse_group_norms(m) for m in members], temperature, tta_flip)
+    return reference, export_onnx(fused, path, sample, reference)
+
+
+def export_onnx(
+    model: keras.Model, path: Path, sample: np.ndarray, reference: keras.Model | None = None
+) -> float:
     """Write `model` as ONNX (input `image`, dynamic batch; output `probabilities`) and return
-    the max abs difference to Keras on `sample`; raise ParityError above the tolerance."""
+    the max abs difference to `reference` (default: `model`) on `sample`; raise ParityError
+    above the tolerance."""
     model.predict(sample[:1], verbose=0)
     with tempfile.TemporaryDirectory() as scratch:
         raw = Path(scratch) / "raw.onnx"
@@ -112,7 +128,7 @@ def export_onnx(model: keras.Model, path: Path, sample: np.ndarray) -> float:
     onnx.checker.check_model(graph)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(path))
-    difference = parity(model, path, sample)
+    difference = parity(reference or model, path, sample)
     if difference > PARITY_TOLERANCE:
         path.unlink()
         raise ParityError(f"ONNX differs from Keras by {difference:.2e} > {PARITY_TOLERANCE}")

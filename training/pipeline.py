@@ -26,7 +26,7 @@ from training.data import (
     near_duplicate_groups,
 )
 from training.evaluate import calibrate, classification_metrics, fold_summary
-from training.export import export_onnx, probability_model
+from training.export import export_served
 from training.latency import onnx_latency_ms
 from training.pretrain import read_provenance
 from training.report import write_report
@@ -97,9 +97,10 @@ def _run_into(request: TrainRequest, version: int, staging: Path, started: float
         )
     metrics, temperature = _cv_metrics(cv, y, classes, report.__dict__)
     members, history, notes, fit_seconds = _shipped_members(request, cv, x, y, classes, work)
-    served = probability_model(members, temperature, request.config.tta_flip)
     onnx_path = staging / "model.onnx"
-    metrics["parity_max_abs_diff"] = export_onnx(served, onnx_path, x[:16])
+    served, metrics["parity_max_abs_diff"] = export_served(
+        members, temperature, request.config.tta_flip, onnx_path, x[:16]
+    )
     metrics["latency_ms_batch1_cpu"] = onnx_latency_ms(onnx_path, x[:1])
     metrics["seconds"] = {
         "cross_validation": cv.seconds if cv else 0.0,

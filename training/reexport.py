@@ -14,7 +14,8 @@ from app.inference.store import sha256_file
 from training.arrays import load_arrays
 from training.card import framework_versions
 from training.data import clean, discover
-from training.export import export_onnx, probability_model
+from training.export import export_served
+from training.latency import interleaved_latency_ms, onnx_latency_ms
 
 
 def reexport(run: Path, model_dir: Path, data: Path | None = None) -> float:
@@ -24,20 +25,34 @@ def reexport(run: Path, model_dir: Path, data: Path | None = None) -> float:
     if not members:
         raise FileNotFoundError(f"no logits-*.keras in {run}")
     tta = bool(card.architecture.get("test_time_augmentation"))
-    served = probability_model(members, card.output.temperature, tta)
     sample = _parity_sample(card, data)
     with tempfile.TemporaryDirectory(dir=model_dir) as scratch:
         staged = Path(scratch) / "model.onnx"
-        difference = export_onnx(served, staged, sample)
+        served, difference = export_served(members, card.output.temperature, tta, staged, sample)
+        before, after = _latencies(model_dir / "model.onnx", staged, sample[:1])
         staged.replace(model_dir / "model.onnx")
     card.sha256 = sha256_file(model_dir / "model.onnx")
     card.output.activation_map = "class_activation" if len(served.outputs) > 1 else None
     card.framework = framework_versions()
     card.evaluation["parity_max_abs_diff"] = difference
+    card.evaluation["latency_ms_batch1_cpu"] = after
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    card.changelog.append(f"{stamp}: graph re-exported by `ctscan export` (same weights)")
+    speed = f"; batch-1 CPU latency {before:.1f} → {after:.1f} ms in turns" if before else ""
+    card.changelog.append(
+        f"{stamp}: graph re-exported by `ctscan export` (same weights, parity {difference:.1e}"
+        f"{speed})"
+    )
     (model_dir / "metadata.json").write_text(card.model_dump_json(indent=2))
     return difference
+
+
+def _latencies(old: Path, new: Path, sample: np.ndarray) -> tuple[float | None, float]:
+    """Batch-1 CPU milliseconds of the previous graph (None if there was none) and the new one,
+    measured in turns."""
+    if not old.is_file():
+        return None, onnx_latency_ms(new, sample)
+    before, after = interleaved_latency_ms([(old, sample, "image"), (new, sample, "image")])
+    return before, after
 
 
 def _parity_sample(card: ModelCard, data: Path | None) -> np.ndarray:
