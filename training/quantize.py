@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -112,7 +113,18 @@ def write_int8(model: LoadedModel, calibration: np.ndarray, destination: Path) -
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=QUANTIZED_OPS,
+            nodes_to_exclude=norm_statistics_nodes(prepared),
         )
+
+
+def norm_statistics_nodes(graph: Path) -> list[str]:
+    """The matmuls that average a fused group norm's per-channel statistics (see
+    `training.fused_norm`): normalisation statistics stay float."""
+    return [
+        node.name
+        for node in onnx.load(str(graph)).graph.node
+        if node.op_type == "MatMul" and "_norm" in node.name
+    ]
 
 
 def variant_card(model: LoadedModel, onnx_path: Path) -> dict[str, Any]:
