@@ -341,6 +341,14 @@ def test_int8_variant_is_measured_and_served(tmp_path: Path) -> None:
     graph = onnx.load(variant / "model.onnx").graph
     graph_ops = {node.op_type for node in graph.node}
     assert "QuantizeLinear" in graph_ops and "DequantizeLinear" in graph_ops
+    # the fused group norms' statistics stay float: their matmuls read no dequantised tensor
+    dequantised = {
+        out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output
+    }
+    norm_matmuls = [n for n in graph.node if n.op_type == "MatMul" and "_norm" in n.name]
+    assert norm_matmuls and not any(set(n.input) & dequantised for n in norm_matmuls)
+    dense = [n for n in graph.node if n.op_type == "MatMul" and "_norm" not in n.name]
+    assert any(set(n.input) & dequantised for n in dense)  # the heads' matmuls are quantised
     settings = Settings(models_dir=tmp_path / "models", intra_op_threads=1)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
