@@ -383,3 +383,14 @@ def test_ema_weights_are_the_ones_validated_and_kept(tmp_path: Path) -> None:
     dataset = make_dataset(validation[0], np.eye(2)[validation[1]], config, train=False)
     evaluated = runs[0.9].model.evaluate(dataset, verbose=0)[0]
     assert abs(evaluated - averaged["val_loss"][best]) < 1e-4
+
+
+def test_reexport_keeps_the_member_order_past_nine(tmp_path: Path) -> None:
+    from training.reexport import kept_members
+
+    for index in (1, 2, 10, 11, 9):
+        (tmp_path / f"logits-{index}.keras").touch()
+    (tmp_path / "logits-old.keras").touch()
+    assert [p.name for p in kept_members(tmp_path)] == [
+        f"logits-{index}.keras" for index in (1, 2, 9, 10, 11)
+    ]

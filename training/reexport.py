@@ -21,7 +21,7 @@ from training.latency import interleaved_latency_ms, onnx_latency_ms
 def reexport(run: Path, model_dir: Path, data: Path | None = None) -> float:
     """Export `run/logits-*.keras` into `model_dir` with the card's temperature and TTA."""
     card = ModelCard.model_validate_json((model_dir / "metadata.json").read_bytes())
-    members = [keras.saving.load_model(p) for p in sorted(run.glob("logits-*.keras"))]
+    members = [keras.saving.load_model(p) for p in kept_members(run)]
     if not members:
         raise FileNotFoundError(f"no logits-*.keras in {run}")
     tta = bool(card.architecture.get("test_time_augmentation"))
@@ -44,6 +44,17 @@ def reexport(run: Path, model_dir: Path, data: Path | None = None) -> float:
     )
     (model_dir / "metadata.json").write_text(card.model_dump_json(indent=2))
     return difference
+
+
+def kept_members(run: Path) -> list[Path]:
+    """`run/logits-N.keras` in member order (N = 1, 2, ..., 10, not 1, 10, 2): the graph's
+    member order is what maps each member to its cross-validation fold."""
+    numbered = {}
+    for path in run.glob("logits-*.keras"):
+        index = path.stem.removeprefix("logits-")
+        if index.isdigit():
+            numbered[int(index)] = path
+    return [numbered[index] for index in sorted(numbered)]
 
 
 def _latencies(old: Path, new: Path, sample: np.ndarray) -> tuple[float | None, float]:
