@@ -128,7 +128,7 @@ def export_onnx(
     onnx.checker.check_model(graph)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(path))
-    difference = parity(reference or model, path, sample)
+    difference = parity(model if reference is None else reference, path, sample)
     if difference > PARITY_TOLERANCE:
         path.unlink()
         raise ParityError(f"ONNX differs from Keras by {difference:.2e} > {PARITY_TOLERANCE}")
