@@ -20,6 +20,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -50,6 +51,12 @@ class Load:
     failures: int  # neither 200 nor 503
     refused: int = 0  # 503 (overloaded)
     failure_kinds: dict[str, int] = field(default_factory=dict)  # what failed, when known
+
+    def summary(self) -> str:
+        return (
+            f"{self.rps:.1f} images/s, p50 / p95 / p99 {self.p50:.1f} / {self.p95:.1f} / "
+            f"{self.p99:.1f} ms, {self.failures} failed, {self.refused} x 503"
+        )
 
 
 def sample_images(count: int = 32) -> list[bytes]:
@@ -283,12 +290,25 @@ def http_load(
     return asyncio.run(python_load(base, name, images, concurrency, args.requests))
 
 
+def rounded(rates: dict[int, float]) -> dict[int, float]:
+    return {key: round(value, 1) for key, value in rates.items()}
+
+
+def progress(message: str) -> None:
+    """One line on stderr as soon as a measurement is done, so a run cut short keeps it."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def http_rows(
     base: str, name: str, images: list[bytes], args: argparse.Namespace
 ) -> dict[int, Load]:
     """The service at each concurrency."""
     asyncio.run(python_load(base, name, images, 4, 40))  # warm the connections
-    return {c: http_load(base, name, images, c, args) for c in (1, 4, 16, 64)}
+    rows = {}
+    for concurrency in (1, 4, 16, 64):
+        rows[concurrency] = http_load(base, name, images, concurrency, args)
+        progress(f"concurrency {concurrency}: {rows[concurrency].summary()}")
+    return rows
 
 
 @dataclass
@@ -316,6 +336,7 @@ def c16_in_turns(
     for _ in range(args.turns):
         (rate,) = raw_pipeline(model, images, args.raw_seconds, (best,))[0].values()
         turns.append(Turn(rate, http_load(base, model.card.name, images, 16, args)))
+        progress(f"turn {len(turns)}: raw {rate:.1f} images/s; c16 {turns[-1].served.summary()}")
     return turns
 
 
@@ -351,10 +372,13 @@ def benchmark(images: list[bytes], args: argparse.Namespace) -> None:
     model = raw_model(args.models_dir, args.model)
     raw, raw_single_ms = raw_pipeline(model, images, args.raw_seconds)
     best = max(raw, key=lambda b: raw[b])
+    progress(f"raw pipeline on {model.provider}, images/s by batch: {rounded(raw)}")
     server, base, ready_s = start_server(args.models_dir, args.port, capture=False)
     try:
         rss_ready = resident_mb(server.pid)
+        progress(f"service ready in {ready_s:.2f} s, {rss_ready:.0f} MB resident")
         single = paired_single(model, base, images)
+        progress(f"c1 p50 ms (raw, multipart, whole body): {[round(ms, 2) for ms in single]}")
         rows = http_rows(base, args.model, images, args)
         turns = c16_in_turns(model, base, images, best, args)
         peak = resident_mb(server.pid, "VmHWM")
@@ -363,11 +387,14 @@ def benchmark(images: list[bytes], args: argparse.Namespace) -> None:
         before = latency_buckets(base, args.model)
         overload = asyncio.run(python_load(base, args.model, images, 256, 1024))
         inside = server_side_bound(before, latency_buckets(base, args.model))
+        progress(f"concurrency 256: {overload.summary()}")
     finally:
         server.terminate()
         server.wait(timeout=30)
     client = "python" if args.bodies is None else "wrk"
-    print_report(args.model, len(images), raw, raw_single_ms, client, rows, overload)
+    print_report(
+        args.model, model.provider, len(images), raw, raw_single_ms, client, rows, overload
+    )
     print(
         f"Alternated in blocks of 8 (175 kept each): raw single image p50 {single[0]:.1f} ms, "
         f"service at concurrency 1 p50 {single[1]:.1f} ms (multipart), "
@@ -392,6 +419,7 @@ def print_turns(turns: list[Turn], best: int) -> None:
 
 def print_report(
     model: str,
+    provider: str,
     count: int,
     raw: dict[int, float],
     raw_single_ms: float,
@@ -400,7 +428,8 @@ def print_report(
     overload: Load,
 ) -> None:
     best = max(raw, key=lambda b: raw[b])
-    print(f"## Serving benchmark: {model} ({count} images, CPU, load from {client})\n")
+    where = f"{count} images, {provider}, load from {client}"
+    print(f"## Serving benchmark: {model} ({where})\n")
     print("| measurement | images/s | x raw best | p50 ms | p95 ms | p99 ms | failed | 503 |")
     print("|---|---|---|---|---|---|---|---|")
     single = f"{raw[1]:.1f} | {raw[1] / raw[best]:.2f} | {raw_single_ms:.1f}"
@@ -411,7 +440,7 @@ def print_report(
             f"| HTTP, concurrency {concurrency} | {row.rps:.1f} | {row.rps / raw[best]:.2f} | "
             f"{row.p50:.1f} | {row.p95:.1f} | {row.p99:.1f} | {row.failures} | {row.refused} |"
         )
-    print(f"\nRaw images/s by batch: { {b: round(v, 1) for b, v in raw.items()} }")
+    print(f"\nRaw images/s by batch: {rounded(raw)}")
     for concurrency, row in [*rows.items(), (256, overload)]:
         if row.failure_kinds:
             print(f"Failed at concurrency {concurrency}: {row.failure_kinds}")
