@@ -119,8 +119,9 @@ class Settings(BaseSettings):
     )
     warm_up_max_batch: bool = Field(
         False,
-        description="Also warm each model up at max_batch_size, not only at batch 1 (start-up "
-        "cost ~0.17 s per shipped model on 2 cores; saves ~15 ms once, on the first full batch)",
+        description="CPU provider: also warm each model up at max_batch_size, not only at batch 1 "
+        "(start-up cost ~0.17 s per shipped model on 2 cores; saves ~15 ms once, on the first "
+        "full batch). On CUDA, batches are padded to a power of two and each such size is warmed",
     )
     batching: dict[str, dict[str, float]] = Field(
         default_factory=dict,

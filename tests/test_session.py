@@ -3,6 +3,7 @@ optional cache of optimised graphs."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,12 @@ from onnx import numpy_helper
 from app.config import Settings
 from app.inference.card import read_card
 from app.inference.predict import run_batch
-from app.inference.session import optimized_cache_path, session_options
+from app.inference.session import (
+    bucket_size,
+    optimized_cache_path,
+    session_options,
+    warm_batch_sizes,
+)
 from app.inference.store import load_model_dir
 from tests.factories import brightness_model, write_model
 
@@ -27,6 +33,67 @@ def test_session_options(arena: bool, spinning: bool) -> None:
     assert options.enable_cpu_mem_arena is arena
     expected = "1" if spinning else "0"
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+
+
+@pytest.mark.parametrize(
+    ("provider", "max_batch", "warm_max", "expected"),
+    [
+        ("CPUExecutionProvider", 4, False, (1,)),
+        ("CPUExecutionProvider", 4, True, (1, 4)),
+        ("CPUExecutionProvider", 1, True, (1,)),
+        ("CUDAExecutionProvider", 4, False, (1, 2, 4)),
+        ("CUDAExecutionProvider", 5, False, (1, 2, 4, 8)),
+        ("CUDAExecutionProvider", 1, False, (1,)),
+    ],
+)
+def test_warm_up_covers_every_padded_size_on_cuda(
+    provider: str, max_batch: int, warm_max: bool, expected: tuple[int, ...]
+) -> None:
+    """CUDA searches convolution algorithms per input shape: every bucket the batcher can fill
+    is warmed there; the CPU warms batch 1, and the largest batch when asked."""
+    assert warm_batch_sizes(provider, max_batch, warm_max) == expected
+
+
+def test_bucket_sizes_are_powers_of_two() -> None:
+    assert [bucket_size(rows) for rows in (1, 2, 3, 4, 5, 8, 9, 64, 65)] == [
+        1,
+        2,
+        4,
+        4,
+        8,
+        8,
+        16,
+        64,
+        128,
+    ]
+
+
+class RecordingSession:
+    """A real session that notes the batch sizes it is run at."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session, self.sizes = session, list[int]()
+
+    def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.sizes.append(len(next(iter(feed.values()))))
+        return self.session.run(outputs, feed)
+
+
+@pytest.mark.parametrize(
+    ("provider", "fed"), [("CUDAExecutionProvider", 4), ("CPUExecutionProvider", 3)]
+)
+def test_batches_are_padded_where_shapes_are_costly(
+    tmp_path: Path, provider: str, fed: int
+) -> None:
+    model = load_model_dir(write_model(tmp_path, "toy"), "toy", 1, Settings())
+    images = np.stack([np.full((16, 16, 1), level, np.float32) for level in (0.1, 0.5, 0.9)])
+    expected = run_batch(model, images)
+    recording = RecordingSession(model.session)
+    labelled = dataclasses.replace(model, provider=provider, session=recording)
+    # the label decides the padding; the session itself runs on the CPU here
+    answer = run_batch(labelled, images)
+    assert recording.sizes == [fed]
+    assert answer.shape == (3, 2) and np.allclose(answer, expected, atol=1e-6)
 
 
 def cached_settings(tmp_path: Path, **extra: object) -> Settings:

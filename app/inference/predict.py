@@ -12,6 +12,7 @@ import numpy as np
 from app.errors import InferenceFailed
 from app.imaging.decode import DecodedImage, decode_image
 from app.imaging.preprocess import to_model_input
+from app.inference.session import bucket_size, pads_batches
 from app.inference.store import LoadedModel
 
 
@@ -47,10 +48,21 @@ def default_window(model: LoadedModel) -> tuple[float, float] | None:
 
 
 def run_batch(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) inputs → (N, classes) probabilities, rows summing to 1 in float64."""
+    """(N, H, W, C) inputs → (N, classes) probabilities, rows summing to 1 in float64. On a
+    provider that needs few shapes (CUDA) the batch runs padded to a power of two."""
     spec = model.card.input
-    (output,) = model.session.run([model.card.output.name], {spec.name: batch})
-    return np.stack([normalise(np.asarray(row, dtype=np.float64)) for row in output])
+    rows = len(batch)
+    feed = pad_rows(batch, bucket_size(rows)) if pads_batches(model.provider) else batch
+    (output,) = model.session.run([model.card.output.name], {spec.name: feed})
+    return np.stack([normalise(np.asarray(row, dtype=np.float64)) for row in output[:rows]])
+
+
+def pad_rows(batch: np.ndarray, size: int) -> np.ndarray:
+    """`batch` with rows of zeros appended up to `size` rows."""
+    if len(batch) >= size:
+        return batch
+    padding = np.zeros((size - len(batch), *batch.shape[1:]), dtype=batch.dtype)
+    return np.concatenate([batch, padding])
 
 
 def prepare_for_batch(

@@ -177,8 +177,7 @@ def load_model_dir(path: Path, name: str, version: int, settings: Settings) -> L
     if digest != card.sha256:
         raise ModelLoadError(f"sha256 of model.onnx is {digest}, card says {card.sha256}")
     max_batch = settings.batching_for(name).max_batch_size
-    warm = (1, max_batch) if settings.warm_up_max_batch and max_batch > 1 else (1,)
-    session, provider = create_session(onnx_path, card, settings, warm)
+    session, provider = create_session(onnx_path, card, settings, max_batch)
     return LoadedModel(card, session, provider, path, 0.0)
 
 
