@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 from app.config import Settings
 from app.inference.card import read_card
-from app.inference.predict import run_batch
+from app.inference.predict import run_batch, run_in_chunks
 from app.inference.session import (
     bucket_size,
     optimized_cache_path,
@@ -94,6 +94,24 @@ def test_batches_are_padded_where_shapes_are_costly(
     answer = run_batch(labelled, images)
     assert recording.sizes == [fed]
     assert answer.shape == (3, 2) and np.allclose(answer, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("provider", "sizes"),
+    [("CPUExecutionProvider", [4, 4, 3]), ("CUDAExecutionProvider", [4, 4, 4])],
+)
+def test_a_client_batch_runs_in_chunks(tmp_path: Path, provider: str, sizes: list[int]) -> None:
+    """An OIP request's own batch runs at most `chunk` images per session.run (bounded memory,
+    and on CUDA only warmed shapes), with the answers of one whole run."""
+    model = load_model_dir(write_model(tmp_path, "toy"), "toy", 1, Settings())
+    levels = np.linspace(0.0, 1.0, 11, dtype=np.float32)
+    images = np.stack([np.full((16, 16, 1), level, np.float32) for level in levels])
+    whole = run_batch(model, images)
+    recording = RecordingSession(model.session)
+    labelled = dataclasses.replace(model, provider=provider, session=recording)
+    answer = run_in_chunks(labelled, images, chunk=4)
+    assert recording.sizes == sizes
+    assert answer.shape == (11, 2) and np.allclose(answer, whole, atol=1e-6)
 
 
 def cached_settings(tmp_path: Path, **extra: object) -> Settings:

@@ -18,7 +18,7 @@ from app.api.oip_codec import parse_request, response_body
 from app.api.predict import ERRORS, PipelineDep
 from app.api.schemas import problem_responses
 from app.errors import BadRequest
-from app.inference.predict import prepare, run_batch
+from app.inference.predict import prepare, run_in_chunks
 from app.inference.store import LoadedModel
 
 LOOKUP_ERRORS = problem_responses(400, 404, 503)
@@ -127,7 +127,8 @@ async def _infer(
     else:
         limit = pipeline.settings.max_image_pixels
         batch = await pipeline.runner.run(_prepare_all, model, value, limit)
-    probabilities = await pipeline.runner.run(run_batch, model, batch)
+    chunk = pipeline.settings.batching_for(model.card.name).max_batch_size
+    probabilities = await pipeline.runner.run(run_in_chunks, model, batch, chunk)
     return response_body(
         model.card.name, model.card.version, parsed.id, {"probabilities": probabilities}
     )
