@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,13 @@ class ClassActivation(layers.Layer):  # type: ignore[misc]  # keras is untyped
 
 
 OUTPUT_NAMES = ("probabilities", "class_activation")
+KEPT_MEMBER = re.compile(r"logits-(\d+)\.keras")
+
+
+def kept_member_path(run: Path, number: int) -> Path:
+    """Where a run keeps the Keras logits model of member `number` (1, 2, ... in the order of
+    the served graph's members, which maps each to its cross-validation fold)."""
+    return run / f"logits-{number}.keras"
 
 
 @keras.saving.register_keras_serializable(package="ctscan")

@@ -26,7 +26,7 @@ from training.data import (
     near_duplicate_groups,
 )
 from training.evaluate import calibrate, classification_metrics, fold_summary
-from training.export import export_served
+from training.export import export_served, kept_member_path
 from training.latency import onnx_latency_ms
 from training.pretrain import read_provenance
 from training.report import write_report
@@ -168,7 +168,7 @@ def _keep_keras(request: TrainRequest, version: int, members: list[Any]) -> None
     keep = request.runs_dir / request.name / str(version)
     keep.mkdir(parents=True, exist_ok=True)
     for index, member in enumerate(members):
-        member.save(keep / f"logits-{index + 1}.keras")
+        member.save(kept_member_path(keep, index + 1))
 
 
 def _cv_metrics(

@@ -14,7 +14,7 @@ from app.inference.store import sha256_file
 from training.arrays import load_arrays
 from training.card import framework_versions
 from training.data import clean, discover
-from training.export import export_served
+from training.export import KEPT_MEMBER, export_served
 from training.latency import interleaved_latency_ms, onnx_latency_ms
 
 
@@ -50,10 +50,10 @@ def kept_members(run: Path) -> list[Path]:
     """`run/logits-N.keras` in member order (N = 1, 2, ..., 10, not 1, 10, 2): the graph's
     member order is what maps each member to its cross-validation fold."""
     numbered = {}
-    for path in run.glob("logits-*.keras"):
-        index = path.stem.removeprefix("logits-")
-        if index.isdigit():
-            numbered[int(index)] = path
+    for path in run.iterdir():
+        match = KEPT_MEMBER.fullmatch(path.name)
+        if match:
+            numbered[int(match[1])] = path
     return [numbered[index] for index in sorted(numbered)]
 
 
