@@ -96,6 +96,14 @@ def test_triton_client_encoded_images(server: str) -> None:
             {"inputs": [{"name": "img", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]},
             "base64",
         ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "shape": [0, 16, 16, 1], "datatype": "FP32", "data": []}
+                ]
+            },
+            "no image",
+        ),
     ],
 )
 def test_bad_infer_requests(client: TestClient, body: dict, fragment: str) -> None:

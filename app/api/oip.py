@@ -142,6 +142,8 @@ def _checked_fp32(model: LoadedModel, name: str, array: np.ndarray) -> np.ndarra
             f"FP32 input must be {spec.name!r} with shape [N, {expected[0]}, "
             f"{expected[1]}, {expected[2]}], got {name!r} {list(array.shape)}"
         )
+    if len(array) == 0:
+        raise BadRequest("the FP32 input holds no image (N = 0)")
     if not np.isfinite(array).all():
         raise BadRequest("FP32 input holds NaN or infinite values")
     return np.ascontiguousarray(array, dtype=np.float32)
