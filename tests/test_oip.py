@@ -104,6 +104,22 @@ def test_triton_client_encoded_images(server: str) -> None:
             },
             "no image",
         ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "shape": [1, 2], "datatype": "FP32", "data": ["a", "b"]}
+                ]
+            },
+            "must be numbers",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2], [3]]}
+                ]
+            },
+            "must be numbers",
+        ),
     ],
 )
 def test_bad_infer_requests(client: TestClient, body: dict, fragment: str) -> None:

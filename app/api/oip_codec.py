@@ -61,11 +61,22 @@ def _from_json(tensor: TensorIn) -> Any:
     if tensor.data is None:
         raise BadRequest(f"input {tensor.name!r} has no data")
     if tensor.datatype == "FP32":
-        return _fp32(tensor, np.asarray(tensor.data, dtype=np.float32).ravel())
+        return _fp32(tensor, _json_numbers(tensor))
     if tensor.datatype == "BYTES":
         items = list(np.asarray(tensor.data, dtype=object).ravel())
         return [_bytes_item(item, tensor) for item in items]
     raise BadRequest(f"input {tensor.name!r}: datatype {tensor.datatype} is not FP32 or BYTES")
+
+
+def _json_numbers(tensor: TensorIn) -> np.ndarray:
+    """The FP32 values of a JSON input, flat; a 400 for anything but (nested) lists of numbers."""
+    try:
+        return np.asarray(tensor.data, dtype=np.float32).ravel()
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(
+            f"input {tensor.name!r}: FP32 data must be numbers, flat or in nested lists of "
+            "equal length"
+        ) from exc
 
 
 def _bytes_item(item: Any, tensor: TensorIn) -> bytes:
