@@ -3,6 +3,7 @@ plus request-shape errors in process."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -144,3 +145,42 @@ def test_bytes_input_with_a_bad_image_is_a_problem(client: TestClient) -> None:
     response = client.post("/v2/models/toy/infer", json=body)
     assert response.status_code == 415
     assert client.get("/v2/models/nope").status_code == 404
+
+
+def binary_request(size: object, payload: bytes) -> tuple[bytes, dict[str, str]]:
+    """An FP32 `image` input declared with `binary_data_size` = `size`, then `payload`."""
+    parameters = {"binary_data_size": size}
+    tensor = {
+        "name": "image",
+        "shape": [1, 16, 16, 1],
+        "datatype": "FP32",
+        "parameters": parameters,
+    }
+    header = json.dumps({"inputs": [tensor]}).encode()
+    return header + payload, {"Inference-Header-Content-Length": str(len(header))}
+
+
+@pytest.mark.parametrize(
+    ("size", "payload", "fragment"),
+    [
+        ("1024", bytes(1024), "whole number"),
+        (-4, bytes(1024), "whole number"),
+        (True, bytes(1024), "whole number"),
+        (2048, bytes(1024), "runs past the body"),
+        (1024, bytes(1030), "6 bytes after the JSON header belong to no input"),
+    ],
+)
+def test_bad_binary_extension_requests(
+    client: TestClient, size: object, payload: bytes, fragment: str
+) -> None:
+    body, headers = binary_request(size, payload)
+    response = client.post("/v2/models/toy/infer", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert fragment in response.json()["detail"]
+
+
+def test_binary_extension_request_in_process(client: TestClient) -> None:
+    body, headers = binary_request(1024, np.full(256, 0.95, np.float32).tobytes())
+    response = client.post("/v2/models/toy/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert np.argmax(response.json()["outputs"][0]["data"]) == 1

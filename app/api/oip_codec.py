@@ -36,13 +36,29 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferRequest,
         raise BadRequest(f"invalid inference request: {exc.errors()[0]['msg']}") from exc
     values, offset = {}, 0
     for tensor in request.inputs:
-        size = tensor.parameters.get("binary_data_size")
-        if size is not None:
-            chunk, offset = binary[offset : offset + int(size)], offset + int(size)
+        if "binary_data_size" in tensor.parameters:
+            chunk = _binary_chunk(tensor, binary, offset)
+            offset += len(chunk)
             values[tensor.name] = _from_binary(tensor, chunk)
         else:
             values[tensor.name] = _from_json(tensor)
+    if offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes after the JSON header belong to no input")
     return request, values
+
+
+def _binary_chunk(tensor: TensorIn, binary: bytes, offset: int) -> bytes:
+    """The `binary_data_size` bytes of `tensor` that start at `offset`; 400 when the size is not
+    a whole number of bytes or runs past the body."""
+    size = tensor.parameters["binary_data_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise BadRequest(f"input {tensor.name!r}: binary_data_size must be a whole number >= 0")
+    if offset + size > len(binary):
+        raise BadRequest(
+            f"input {tensor.name!r}: binary_data_size {size} runs past the body "
+            f"({len(binary) - offset} bytes left)"
+        )
+    return binary[offset : offset + size]
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
