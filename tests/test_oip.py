@@ -121,6 +121,13 @@ def test_triton_client_encoded_images(server: str) -> None:
             },
             "must be numbers",
         ),
+        (
+            {
+                "inputs": [{"name": "image", "shape": [1, 1], "datatype": "FP32", "data": [0]}],
+                "outputs": [{"name": "logits"}],
+            },
+            "unknown output 'logits'",
+        ),
     ],
 )
 def test_bad_infer_requests(client: TestClient, body: dict, fragment: str) -> None:

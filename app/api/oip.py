@@ -119,6 +119,7 @@ async def _infer(
     model: LoadedModel, request: Request, pipeline: Any, header_length: str | None
 ) -> dict[str, Any]:
     parsed, values = parse_request(await request.body(), header_length)
+    _check_requested_outputs(parsed.outputs)
     if len(values) != 1:
         raise BadRequest("send exactly one input: `image` (FP32) or an encoded-image BYTES input")
     ((input_name, value),) = values.items()
@@ -132,6 +133,13 @@ async def _infer(
     return response_body(
         model.card.name, model.card.version, parsed.id, {"probabilities": probabilities}
     )
+
+
+def _check_requested_outputs(outputs: list[dict[str, Any]] | None) -> None:
+    """Every output a request names must be one the model gives (as Triton answers)."""
+    unknown = [o.get("name") for o in outputs or [] if o.get("name") != "probabilities"]
+    if unknown:
+        raise BadRequest(f"unknown output {unknown[0]!r}; this model gives ['probabilities']")
 
 
 def _checked_fp32(model: LoadedModel, name: str, array: np.ndarray) -> np.ndarray:
