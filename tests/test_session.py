@@ -21,7 +21,7 @@ from app.inference.session import (
     session_options,
     warm_batch_sizes,
 )
-from app.inference.store import load_model_dir
+from app.inference.store import LoadedModel, load_model_dir
 from tests.factories import brightness_model, write_model
 
 
@@ -79,6 +79,18 @@ class RecordingSession:
         return self.session.run(outputs, feed)
 
 
+def grey_images(levels: list[float]) -> np.ndarray:
+    """One uniform 16 x 16 toy input per grey level."""
+    return np.stack([np.full((16, 16, 1), level, np.float32) for level in levels])
+
+
+def recorded_as(model: LoadedModel, provider: str) -> tuple[LoadedModel, RecordingSession]:
+    """`model` labelled as running on `provider`, its session recording the batch sizes: the
+    label decides the padding, the session itself still runs on the CPU."""
+    recording = RecordingSession(model.session)
+    return dataclasses.replace(model, provider=provider, session=recording), recording
+
+
 @pytest.mark.parametrize(
     ("provider", "fed"), [("CUDAExecutionProvider", 4), ("CPUExecutionProvider", 3)]
 )
@@ -86,11 +98,9 @@ def test_batches_are_padded_where_shapes_are_costly(
     tmp_path: Path, provider: str, fed: int
 ) -> None:
     model = load_model_dir(write_model(tmp_path, "toy"), "toy", 1, Settings())
-    images = np.stack([np.full((16, 16, 1), level, np.float32) for level in (0.1, 0.5, 0.9)])
+    images = grey_images([0.1, 0.5, 0.9])
     expected = run_batch(model, images)
-    recording = RecordingSession(model.session)
-    labelled = dataclasses.replace(model, provider=provider, session=recording)
-    # the label decides the padding; the session itself runs on the CPU here
+    labelled, recording = recorded_as(model, provider)
     answer = run_batch(labelled, images)
     assert recording.sizes == [fed]
     assert answer.shape == (3, 2) and np.allclose(answer, expected, atol=1e-6)
@@ -104,11 +114,9 @@ def test_a_client_batch_runs_in_chunks(tmp_path: Path, provider: str, sizes: lis
     """An OIP request's own batch runs at most `chunk` images per session.run (bounded memory,
     and on CUDA only warmed shapes), with the answers of one whole run."""
     model = load_model_dir(write_model(tmp_path, "toy"), "toy", 1, Settings())
-    levels = np.linspace(0.0, 1.0, 11, dtype=np.float32)
-    images = np.stack([np.full((16, 16, 1), level, np.float32) for level in levels])
+    images = grey_images(np.linspace(0.0, 1.0, 11).tolist())
     whole = run_batch(model, images)
-    recording = RecordingSession(model.session)
-    labelled = dataclasses.replace(model, provider=provider, session=recording)
+    labelled, recording = recorded_as(model, provider)
     answer = run_in_chunks(labelled, images, chunk=4)
     assert recording.sizes == sizes
     assert answer.shape == (11, 2) and np.allclose(answer, whole, atol=1e-6)

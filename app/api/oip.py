@@ -22,6 +22,7 @@ from app.inference.predict import prepare, run_in_chunks
 from app.inference.store import LoadedModel
 
 LOOKUP_ERRORS = problem_responses(400, 404, 503)
+OUTPUT = "probabilities"  # the one output every model gives, named in metadata and answers
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 open_router = APIRouter(prefix="/v2", tags=["open inference protocol"])  # no API key needed
 
@@ -58,9 +59,7 @@ def model_metadata(store: Any, model: LoadedModel) -> dict[str, Any]:
             },
             {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]},
         ],
-        "outputs": [
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(card.classes)]}
-        ],
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, len(card.classes)]}],
     }
 
 
@@ -130,16 +129,14 @@ async def _infer(
         batch = await pipeline.runner.run(_prepare_all, model, value, limit)
     chunk = pipeline.settings.batching_for(model.card.name).max_batch_size
     probabilities = await pipeline.runner.run(run_in_chunks, model, batch, chunk)
-    return response_body(
-        model.card.name, model.card.version, parsed.id, {"probabilities": probabilities}
-    )
+    return response_body(model.card.name, model.card.version, parsed.id, {OUTPUT: probabilities})
 
 
 def _check_requested_outputs(outputs: list[dict[str, Any]] | None) -> None:
     """Every output a request names must be one the model gives (as Triton answers)."""
-    unknown = [o.get("name") for o in outputs or [] if o.get("name") != "probabilities"]
+    unknown = [o.get("name") for o in outputs or [] if o.get("name") != OUTPUT]
     if unknown:
-        raise BadRequest(f"unknown output {unknown[0]!r}; this model gives ['probabilities']")
+        raise BadRequest(f"unknown output {unknown[0]!r}; this model gives [{OUTPUT!r}]")
 
 
 def _checked_fp32(model: LoadedModel, name: str, array: np.ndarray) -> np.ndarray:
