@@ -1,4 +1,5 @@
-"""Small real artifacts built in memory: ONNX models with valid cards, and image bytes."""
+"""Small real artifacts built in memory: ONNX models with valid cards, and image bytes; and a
+store of the models in a folder, loaded as the service loads them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ import onnx
 from onnx import TensorProto, helper
 from PIL import Image
 
+from app.config import Settings
+from app.inference.store import ModelStore
+
 CLASSES = ["dark", "bright"]
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def loaded_store(models_dir: Path = SHIPPED_MODELS, **settings: Any) -> ModelStore:
+    """Every model in `models_dir` (the shipped ones by default), loaded as the service loads
+    them, with these settings overridden (e.g. `providers`, `max_batch_size`)."""
+    store = ModelStore(Settings(models_dir=models_dir, **settings))
+    store.load_all()
+    return store
 
 
 def brightness_model(

@@ -4,15 +4,12 @@ this onnxruntime build offers no CUDA provider."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.config import Settings
 from app.inference.predict import run_batch, run_in_chunks
-from app.inference.store import ModelStore
+from tests.factories import loaded_store
 
 pytestmark = [
     pytest.mark.gpu,
@@ -22,20 +19,12 @@ pytestmark = [
     ),
 ]
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-
-
-def shipped_on(provider: str) -> ModelStore:
-    """The shipped models, loaded as the service loads them, on `provider` (CPU as fallback)."""
-    store = ModelStore(Settings(models_dir=MODELS, providers=[provider], max_batch_size=4))
-    store.load_all()
-    return store
-
 
 def assert_answers_agree(provider: str, tolerance: float = 0.02) -> None:
     """Every shipped model runs on `provider` and gives the CPU's probabilities, within
     `tolerance` (a GPU may use TF32 convolutions), for batches of 1, 3 (padded) and 9 (chunked)."""
-    tested, reference = shipped_on(provider), shipped_on("CPUExecutionProvider")
+    tested = loaded_store(providers=[provider], max_batch_size=4)
+    reference = loaded_store(providers=["CPUExecutionProvider"], max_batch_size=4)
     assert not tested.failures and tested.all_models()
     rng = np.random.default_rng(0)
     for model in tested.all_models():

@@ -105,18 +105,13 @@ def test_a_model_cropping_to_the_body_answers_alike_with_a_black_border() -> Non
     """The shipped chest CT model's card asks for the crop: the service's predict path then gives
     the same answer for a slice and for the same slice zoomed out onto a black canvas."""
     import io
-    from pathlib import Path
 
     from PIL import Image
 
-    from app.config import Settings
     from app.inference.predict import predict_bytes
-    from app.inference.store import ModelStore
+    from tests.factories import loaded_store
 
-    models = Path(__file__).resolve().parent.parent / "models"
-    store = ModelStore(Settings(models_dir=models))
-    store.load_all()
-    model = store.get("chest-ct-cancer")
+    model = loaded_store().get("chest-ct-cancer")
     assert model.card.input.crop_foreground
     slice_ = (body(120, 160) * 255).astype(np.uint8)
     bordered = np.zeros((300, 400), np.uint8)

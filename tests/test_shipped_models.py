@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.config import Settings
 from app.inference.predict import predict_bytes
-from app.inference.store import ModelStore
+from tests.factories import loaded_store
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +44,7 @@ def variants(data: bytes) -> dict[str, bytes]:
 
 def shortcut_report(name: str, count: int = 40) -> dict[str, dict[str, float]]:
     """Per variant: mean max |Δprobability| and the share of unchanged labels."""
-    store = ModelStore(Settings(models_dir=ROOT / "models"))
-    store.load_all()
-    model = store.get(name)
+    model = loaded_store().get(name)
     files = sorted(
         p
         for p in (DATASETS / FOLDERS[name]).rglob("*")

@@ -11,13 +11,11 @@ from app.config import Settings
 from app.inference.store import ModelStore
 from app.main import create_app
 from tests.conftest import wait_ready
-from tests.factories import png_bytes, write_model
+from tests.factories import loaded_store, png_bytes, write_model
 
 
 def load(root: Path, **extra: object) -> ModelStore:
-    store = ModelStore(Settings(models_dir=root, intra_op_threads=1, **extra))  # type: ignore[arg-type]
-    store.load_all()
-    return store
+    return loaded_store(root, intra_op_threads=1, **extra)
 
 
 def test_bad_sha256_is_refused_and_others_serve(tmp_path: Path) -> None:

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.config import Settings
 from app.inference.predict import prepare, run_batch
 from app.inference.store import LoadedModel, ModelStore
 from tests.benchmarks.run import sample_images
+from tests.factories import loaded_store
 
 BATCHES = (1, 4, 16, 64)
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -58,9 +58,7 @@ def time_runs(run: Callable[[], object], seconds: float) -> Timing:
 def load_store(models_dir: Path, provider: str) -> tuple[ModelStore, float]:
     """Every shipped model on `provider` (CPU as the fallback), and the seconds loading took."""
     started = time.perf_counter()
-    settings = Settings(models_dir=models_dir, max_batch_size=1, providers=[provider])
-    store = ModelStore(settings)
-    store.load_all()
+    store = loaded_store(models_dir, max_batch_size=1, providers=[provider])
     return store, time.perf_counter() - started
 
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from app.config import Settings
 from app.inference.predict import prepare, run_batch
-from app.inference.store import LoadedModel, ModelStore
-from tests.factories import encode
+from app.inference.store import LoadedModel
+from tests.factories import encode, loaded_store
 from tests.server import start_server
 
 DATASET_IMAGES = Path("../shared/datasets/chest_ct/train")
@@ -75,9 +75,7 @@ def sample_images(count: int = 32) -> list[bytes]:
 
 def raw_model(models_dir: Path, name: str) -> LoadedModel:
     """The model, loaded in this process as the service loads it, for the raw pipeline."""
-    store = ModelStore(Settings(models_dir=models_dir, max_batch_size=1))
-    store.load_all()
-    return store.get(name)
+    return loaded_store(models_dir, max_batch_size=1).get(name)
 
 
 BATCHES = (1, 2, 4, 8, 16)
