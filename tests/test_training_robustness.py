@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+pytest.importorskip("scipy")  # with the `train` extra
+pytest.importorskip("sklearn")
+
 from scipy.special import softmax
 
 from training.robustness import (
