@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from app.config import Settings
 
@@ -67,8 +68,25 @@ def predict(
 
 
 def _settings(**overrides: object) -> Settings:
+    """The settings from the environment (and `.env`) with the given options on top; a bad
+    value ends the command with one line per problem, named as its variable, and status 2."""
     values = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**values)  # type: ignore[arg-type]
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for line in setting_errors(exc):
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2) from None
+
+
+def setting_errors(exc: ValidationError) -> list[str]:
+    """Each invalid setting as `CTSCAN_NAME: what is wrong (got VALUE)`."""
+    lines = []
+    for error in exc.errors():
+        name = "CTSCAN_" + "_".join(str(part) for part in error["loc"][:1]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {message} (got {error.get('input')!r})")
+    return lines
 
 
 def main() -> None:

@@ -41,21 +41,27 @@ def start_server(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, timeout - (time.perf_counter() - started))
-    except RuntimeError:
+        wait_ready(base, timeout - (time.perf_counter() - started), server)
+    except RuntimeError as exc:
         server.kill()
-        raise
+        output = server.communicate()[0]  # also closes the pipes
+        raise RuntimeError(f"{exc}; its output:\n{output}" if output else str(exc)) from None
     return server, base, time.perf_counter() - started
 
 
-def wait_ready(base: str, timeout: float = 120.0) -> None:
-    """Return once the service at `base` answers ready; RuntimeError after `timeout` seconds."""
+def wait_ready(
+    base: str, timeout: float = 120.0, process: subprocess.Popen[str] | None = None
+) -> None:
+    """Return once the service at `base` answers ready; RuntimeError after `timeout` seconds,
+    or as soon as `process` (the server, when we started it) has exited."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
         try:
             if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    raise RuntimeError("server did not become ready")
+    raise RuntimeError(f"server did not become ready in {timeout:.0f} s")

@@ -57,6 +57,27 @@ def test_predict_reports_bad_input_and_unknown_model(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Unknown model" in result.stderr
 
 
+def test_a_bad_setting_is_one_line_per_variable_not_a_traceback(tmp_path: Path) -> None:
+    env = {"CTSCAN_PROVIDERS": "MagicExecutionProvider", "CTSCAN_CPU_MEM_ARENA": "sometimes"}
+    result = run_cli("serve", "--port", "70000", "--models-dir", str(tmp_path), env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "CTSCAN_PROVIDERS",
+        "CTSCAN_CPU_MEM_ARENA",
+        "CTSCAN_PORT",
+    ], lines
+    assert "'sometimes'" in lines[1] and "65536" in lines[2]
+
+
+def test_a_server_that_exits_is_reported_at_once_with_its_output(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="exited with status 2") as failure:
+        serve(tmp_path, env={"CTSCAN_MAX_QUEUE": "0"}, timeout=60)
+    assert "CTSCAN_MAX_QUEUE" in str(failure.value)
+    assert time.perf_counter() - started < 30  # not the readiness timeout
+
+
 def start_server(models_dir: Path) -> tuple[subprocess.Popen[str], str]:
     """A real `ctscan serve` process on a free loopback port, once it is ready."""
     server, base, _ = serve(models_dir)
