@@ -19,6 +19,7 @@ KNOWN_PROVIDERS = (
     "OpenVINOExecutionProvider",
     "CPUExecutionProvider",
 )
+CpuArena = Literal["shared", "session", "off"]
 
 
 class BatchPolicy(NamedTuple):
@@ -79,8 +80,10 @@ class Settings(BaseSettings):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimisation level"
     )
-    cpu_mem_arena: bool = Field(
-        False, description="onnxruntime CPU memory arena (faster allocation, more resident memory)"
+    cpu_mem_arena: CpuArena = Field(
+        "shared",
+        description="onnxruntime CPU memory: one arena for every session (bounds the resident "
+        "peak under load), an arena per session, or off (the C library's allocator)",
     )
     intra_op_spinning: bool = Field(
         False, description="Idle onnxruntime threads spin; off leaves the CPU to decoding"
@@ -157,6 +160,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
+
+    @field_validator("cpu_mem_arena", mode="before")
+    @classmethod
+    def _arena_from_boolean(cls, value: object) -> object:
+        """Earlier releases took a boolean: true meant an arena per session."""
+        legacy = {"true": "session", "1": "session", "false": "off", "0": "off"}
+        if isinstance(value, bool):
+            return "session" if value else "off"
+        return legacy.get(value.lower(), value) if isinstance(value, str) else value
 
     @field_validator("optimized_model_dir", mode="before")
     @classmethod

@@ -59,12 +59,31 @@ def test_quota_caps_the_cpu_count(tmp_path: Path) -> None:
         ("CTSCAN_PROVIDERS", "MagicExecutionProvider"),
         ("CTSCAN_MAX_UPLOAD_BYTES", "-1"),
         ("CTSCAN_PORT", "70000"),
+        ("CTSCAN_CPU_MEM_ARENA", "sometimes"),
     ],
 )
 def test_bad_values_fail_fast(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
     monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("shared", "shared"),
+        ("session", "session"),
+        ("off", "off"),
+        ("TRUE", "session"),
+        ("false", "off"),
+    ],
+)
+def test_cpu_arena_choices_and_the_old_booleans(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("CTSCAN_CPU_MEM_ARENA", value)
+    assert Settings().cpu_mem_arena == expected
+    assert Settings(cpu_mem_arena=value == "TRUE").cpu_mem_arena in ("session", "off")
 
 
 def test_empty_optimized_model_dir_means_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ optional cache of optimised graphs."""
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from app.config import Settings
+from app.config import CpuArena, Settings
 from app.inference.card import read_card
 from app.inference.predict import run_batch, run_in_chunks
 from app.inference.session import (
@@ -25,14 +26,48 @@ from app.inference.store import LoadedModel, load_model_dir
 from tests.factories import brightness_model, write_model
 
 
-@pytest.mark.parametrize(("arena", "spinning"), [(False, False), (True, True)])
-def test_session_options(arena: bool, spinning: bool) -> None:
+@pytest.mark.parametrize(
+    ("arena", "spinning", "own_arena", "shared"),
+    [("off", False, False, False), ("session", True, True, False), ("shared", False, True, True)],
+)
+def test_session_options(arena: CpuArena, spinning: bool, own_arena: bool, shared: bool) -> None:
     options = session_options(3, "basic", arena=arena, spinning=spinning)
     assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    assert options.enable_cpu_mem_arena is arena
+    assert options.enable_cpu_mem_arena is own_arena
     expected = "1" if spinning else "0"
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+    assert (shared_entry(options) == "1") is shared
+    assert options.enable_mem_pattern is not shared  # a pattern's block would bypass the arena
+
+
+def shared_entry(options: ort.SessionOptions) -> str | None:
+    """The session's `session.use_env_allocators` entry, or None when unset."""
+    try:
+        return options.get_session_config_entry("session.use_env_allocators")
+    except RuntimeError:  # what onnxruntime raises for a key never set
+        return None
+
+
+def test_sessions_on_the_shared_arena_answer_as_without_it(tmp_path: Path) -> None:
+    """Two models on the shared arena, run from two threads at once at mixed batch sizes, give
+    exactly the probabilities of sessions that allocate for themselves."""
+    for name in ("one", "two"):
+        write_model(tmp_path, name)
+    images = np.random.default_rng(0).random((12, 16, 16, 1), dtype=np.float32)
+    answers = {}
+    for arena in ("off", "shared"):
+        settings = Settings(models_dir=tmp_path, cpu_mem_arena=arena, intra_op_threads=1)
+        models = [load_model_dir(tmp_path / n / "1", n, 1, settings) for n in ("one", "two")]
+        with ThreadPoolExecutor(2) as pool:
+            runs = [
+                pool.submit(run_batch, model, images[:size])
+                for size in (1, 3, 4, 12)
+                for model in models
+            ]
+            answers[arena] = [run.result() for run in runs]
+    for off, shared in zip(answers["off"], answers["shared"], strict=True):
+        np.testing.assert_array_equal(off, shared)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +158,14 @@ def test_a_client_batch_runs_in_chunks(tmp_path: Path, provider: str, sizes: lis
 
 
 def cached_settings(tmp_path: Path, **extra: object) -> Settings:
-    return Settings(models_dir=tmp_path / "models", optimized_model_dir=tmp_path / "cache", **extra)
+    """Settings with a graph cache, on the CPU provider (the cache's only one), whatever this
+    onnxruntime build offers first."""
+    return Settings(
+        models_dir=tmp_path / "models",
+        optimized_model_dir=tmp_path / "cache",
+        providers=["CPUExecutionProvider"],
+        **extra,
+    )
 
 
 def bright_score(folder: Path, settings: Settings) -> float:
