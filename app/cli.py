@@ -83,7 +83,7 @@ def setting_errors(exc: ValidationError) -> list[str]:
     """Each invalid setting as `CTSCAN_NAME: what is wrong (got VALUE)`."""
     lines = []
     for error in exc.errors():
-        name = "CTSCAN_" + "_".join(str(part) for part in error["loc"][:1]).upper()
+        name = f"CTSCAN_{str(error['loc'][0]).upper()}" if error["loc"] else "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{name}: {message} (got {error.get('input')!r})")
     return lines
