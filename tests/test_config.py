@@ -83,7 +83,11 @@ def test_cpu_arena_choices_and_the_old_booleans(
 ) -> None:
     monkeypatch.setenv("CTSCAN_CPU_MEM_ARENA", value)
     assert Settings().cpu_mem_arena == expected
-    assert Settings(cpu_mem_arena=value == "TRUE").cpu_mem_arena in ("session", "off")
+
+
+def test_cpu_arena_booleans_given_in_code() -> None:
+    assert Settings(cpu_mem_arena=True).cpu_mem_arena == "session"
+    assert Settings(cpu_mem_arena=False).cpu_mem_arena == "off"
 
 
 def test_empty_optimized_model_dir_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
