@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,49 @@ def test_several_members_per_fold_are_scored_as_their_mean(tmp_path: Path) -> No
         TrainRequest(
             tmp_path, "x", tmp_path, config, InputSpec(height=24, width=24), members_per_fold=0
         )
+
+
+def test_inner_validation_keeps_the_scored_fold_out_of_every_choice(tmp_path: Path) -> None:
+    """With --inner-validation, each fold stops on a grouped part of its own training images;
+    the scored fold is only watched, and the watched score at the kept epoch is the kept
+    model's score."""
+    from training.crossval import cross_validate, stopping_split
+    from training.data import grouped_folds
+    from training.pipeline import TrainRequest
+    from training.train import TrainConfig, best_epoch, make_dataset
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 0.2, (40, 24, 24, 1)).astype(np.float32)
+    y = np.array([0, 1] * 20)
+    x[y == 1, 8:16, 14:22] = 1.0
+    groups = np.arange(40) // 4 * 2 + y  # pairs of one class stay together
+    config = TrainConfig(image_size=24, epochs=4, batch_size=8, patience=2, inner_validation=0.25)
+    train_idx, val_idx = grouped_folds(y, groups, 2, config.seed)[0]
+    fit_idx, stop_idx = stopping_split(train_idx, val_idx, y, groups, config)
+    assert sorted([*fit_idx, *stop_idx]) == sorted(train_idx)
+    assert not set(groups[fit_idx]) & set(groups[stop_idx])
+    assert set(y[stop_idx]) == {0, 1} and 4 <= len(stop_idx) <= 6  # a quarter of 20, in pairs
+    unchanged = stopping_split(train_idx, val_idx, y, groups, TrainConfig())
+    assert unchanged[0] is train_idx and unchanged[1] is val_idx
+
+    cv = cross_validate(x, y, groups, ["a", "b"], config, 2, tmp_path)
+    fits = zip(cv.histories, cv.notes, cv.models, strict=True)
+    for fold, (history, notes, model) in enumerate(fits):
+        choice = notes["epoch_choice"]
+        assert len(history["scored_accuracy"]) == len(history["val_loss"])
+        assert choice["epoch_kept"] == best_epoch(history, config.epochs // 4)
+        self_chosen = choice["epoch_if_chosen_on_scored"]
+        assert self_chosen == best_epoch(history, config.epochs // 4, key="scored_loss")
+        scored = cv.fold_of == fold
+        dataset = make_dataset(x[scored], np.eye(2)[y[scored]], config, train=False)
+        accuracy = model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]
+        assert abs(accuracy - choice["scored_accuracy_kept"]) < 1e-6
+
+    spec = InputSpec(height=24, width=24)
+    with pytest.raises(ValueError, match=r"between 0 and 0\.5"):
+        TrainRequest(tmp_path, "x", tmp_path, replace(config, inner_validation=0.7), spec)
+    with pytest.raises(ValueError, match="needs cross-validation"):
+        TrainRequest(tmp_path, "x", tmp_path, config, spec, folds=0)
 
 
 def test_pretrained_backbone_two_stages(tmp_path: Path) -> None:

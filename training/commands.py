@@ -92,6 +92,14 @@ def train(
         ),
     ] = 1,
     tta_flip: Annotated[bool, typer.Option(help="Average with the mirrored image")] = True,
+    inner_validation: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of each fold's training images set aside to stop on (early "
+            "stopping, learning-rate schedule, kept epoch), so the scored fold decides "
+            "nothing; 0: stop on the scored fold (optimistic scores)"
+        ),
+    ] = 0.0,
     ema: Annotated[
         float,
         typer.Option(
@@ -144,6 +152,7 @@ def train(
         patience=patience,
         seed=seed,
         tta_flip=tta_flip,
+        inner_validation=inner_validation,
         ema=ema,
         augment=parse_augment(augment),
     )

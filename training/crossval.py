@@ -13,7 +13,7 @@ from scipy.special import softmax
 
 from training.data import grouped_folds
 from training.evaluate import classification_metrics
-from training.train import TrainConfig, fit, predict_logits
+from training.train import TrainConfig, best_epoch, fit, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +60,30 @@ def cross_validate(
             len(train_idx),
             len(val_idx),
         )
+        fit_idx, stop_idx = stopping_split(train_idx, val_idx, y, groups, config)
+        watched = None if stop_idx is val_idx else (x[val_idx], y[val_idx])
         member_logits, seconds = [], 0.0
         for member in range(members_per_fold):
             fitted = fit(
-                x[train_idx],
-                y[train_idx],
+                x[fit_idx],
+                y[fit_idx],
                 len(classes),
                 replace(config, seed=config.seed + member),
-                (x[val_idx], y[val_idx]),
+                (x[stop_idx], y[stop_idx]),
                 work_dir / f"fold{index + 1}" / f"member{member + 1}",
+                watched=watched,
             )
             member_logits.append(predict_logits(fitted.model, x[val_idx], config.tta_flip))
             seconds += fitted.seconds
+            if watched is not None:
+                fitted.notes["epoch_choice"] = choice = epoch_choice(fitted.history, config)
+                log.info(
+                    "kept epoch %d scores %.3f; chosen on the scored fold: epoch %d, %.3f",
+                    choice["epoch_kept"],
+                    choice["scored_accuracy_kept"],
+                    choice["epoch_if_chosen_on_scored"],
+                    choice["scored_accuracy_if_chosen_on_scored"],
+                )
             result.histories.append(fitted.history)
             result.best_epochs.append(fitted.best_epoch)
             result.notes.append(fitted.notes)
@@ -94,3 +106,36 @@ def cross_validate(
         result.per_fold.append(metrics)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def stopping_split(
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    config: TrainConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images to fit on, images to stop on) for one fold: with `config.inner_validation`, a
+    grouped stratified part of the fold's training images is set aside to stop on, so the
+    scored fold decides nothing; without, the scored fold itself (`val_idx`) is stopped on."""
+    if config.inner_validation <= 0:
+        return train_idx, val_idx
+    parts = max(2, round(1 / config.inner_validation))
+    fit_part, stop_part = grouped_folds(y[train_idx], groups[train_idx], parts, config.seed)[0]
+    return train_idx[fit_part], train_idx[stop_part]
+
+
+def epoch_choice(history: dict[str, list[float]], config: TrainConfig) -> dict[str, float]:
+    """The scored fold's accuracy at the epoch kept (chosen on the stopping images) and at the
+    epoch it would have been kept had the scored fold been stopped on: their difference is the
+    optimism of stopping on the images that are scored (no mirror averaging, one member)."""
+    start = config.epochs // 4
+    kept = best_epoch(history, start)
+    self_chosen = best_epoch(history, start, key="scored_loss")
+    accuracy = history["scored_accuracy"]
+    return {
+        "epoch_kept": kept,
+        "epoch_if_chosen_on_scored": self_chosen,
+        "scored_accuracy_kept": accuracy[kept - 1],
+        "scored_accuracy_if_chosen_on_scored": accuracy[self_chosen - 1],
+    }

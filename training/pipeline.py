@@ -60,6 +60,10 @@ class TrainRequest:
                 "several members per fold need --ship ensemble and cross-validation: the "
                 "cross-validated score must describe the shipped ensemble"
             )
+        if not 0 <= self.config.inner_validation <= 0.5:
+            raise ValueError("--inner-validation is a fraction between 0 and 0.5")
+        if self.config.inner_validation > 0 and self.folds < 2:
+            raise ValueError("--inner-validation needs cross-validation (--folds 2 or more)")
 
 
 def run(request: TrainRequest) -> Path:

@@ -37,6 +37,9 @@ class TrainConfig:
     dropout: float = 0.3
     label_smoothing: float = 0.05
     ema: float = 0.0  # momentum of an exponential moving average of the weights; 0: off
+    # Cross-validation: the fraction of each fold's training part held out to stop on (early
+    # stopping, learning-rate schedule, kept epoch); 0: stop on the scored fold itself.
+    inner_validation: float = 0.0
     seed: int = 42
     tta_flip: bool = True
     augment: dict[str, float] = field(
@@ -150,8 +153,11 @@ def fit(
     validation: tuple[np.ndarray, np.ndarray] | None,
     work_dir: Path,
     epochs: int | None = None,
+    watched: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FitResult:
-    """Train one model; with `validation`, early stopping picks the best epoch."""
+    """Train one model; with `validation`, early stopping picks the best epoch. `watched`
+    images are scored after every epoch (`scored_loss`, `scored_accuracy` in the history)
+    without influencing training."""
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
     model = build(
@@ -178,22 +184,47 @@ def fit(
         else make_dataset(validation[0], _one_hot(validation[1], classes), config, train=False),
         epochs=stage_epochs,
         class_weight=class_weights(y, classes),
-        callbacks=callbacks(work_dir, config, validation is not None),
+        callbacks=callbacks(work_dir, config, validation is not None, watched, classes),
         verbose=2,
         shuffle=False,
     ).history
-    best = _best_epoch(history)
+    best = best_epoch(history, config.epochs // 4 if validation is not None else 0)
     return FitResult(model, history, time.perf_counter() - started, best, notes)
 
 
+class ScoreWatched(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
+    """After each epoch, the compiled loss and accuracy on images training never uses, logged
+    as `scored_loss` / `scored_accuracy`: what a fold's score would be had training stopped
+    there, to measure what choosing the epoch on the scored images themselves adds."""
+
+    def __init__(self, data: tf.data.Dataset) -> None:
+        super().__init__()
+        self.data = data
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        scores = self.model.evaluate(self.data, verbose=0, return_dict=True)
+        if logs is not None:
+            logs["scored_loss"] = float(scores["loss"])
+            logs["scored_accuracy"] = float(scores["accuracy"])
+
+
 def callbacks(
-    work_dir: Path, config: TrainConfig, validate: bool
+    work_dir: Path,
+    config: TrainConfig,
+    validate: bool,
+    watched: tuple[np.ndarray, np.ndarray] | None = None,
+    classes: int = 0,
 ) -> list[keras.callbacks.Callback]:
     monitor = "val_loss" if validate else "loss"
     work_dir.mkdir(parents=True, exist_ok=True)
     # With an EMA, validation, checkpoints and early stopping all see the averaged weights: the
     # swap comes first so the callbacks after it act on what will be shipped.
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema > 0 else []
+    if watched is not None:
+        images, labels = watched
+        swap.append(
+            ScoreWatched(make_dataset(images, _one_hot(labels, classes), config, train=False))
+        )
     found = [
         *swap,
         keras.callbacks.ReduceLROnPlateau(
@@ -285,6 +316,9 @@ def _one_hot(y: np.ndarray, classes: int) -> np.ndarray:
     return encoded
 
 
-def _best_epoch(history: dict[str, list[float]]) -> int:
-    losses = history.get("val_loss") or history["loss"]
-    return int(np.argmin(losses)) + 1
+def best_epoch(history: dict[str, list[float]], start_from: int = 0, key: str = "") -> int:
+    """The 1-based epoch of the lowest `key` loss (default: validation, else training) among
+    epochs `start_from` + 1 onwards, where early stopping starts to track it."""
+    losses = history[key] if key else history.get("val_loss") or history["loss"]
+    start = min(start_from, len(losses) - 1)
+    return start + int(np.argmin(losses[start:])) + 1
