@@ -28,15 +28,22 @@ def cross_validation(accuracy: float, folds: int) -> dict[str, Any]:
 
 
 def trained(
-    root: Path, arch: str, accuracy: float, folds: int = 5, version: int = 1, **extra: Any
+    root: Path,
+    arch: str,
+    accuracy: float,
+    folds: int = 5,
+    version: int = 1,
+    config: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Path:
-    """A real ONNX model folder whose card carries a cross-validation result."""
+    """A real ONNX model folder whose card carries a cross-validation result (`config`: more
+    training settings)."""
     return write_model(
         root,
         "toy",
         version,
         architecture={"name": arch, "ensemble_members": 1},
-        training={"folds": 5, "config": {"weights": "none", "epochs": 8}},
+        training={"folds": 5, "config": {"weights": "none", "epochs": 8, **(config or {})}},
         evaluation={
             "cross_validation": cross_validation(accuracy, folds),
             "seconds": {"total": 90},
@@ -68,6 +75,17 @@ def test_table_is_written_into_card_and_report_once(tmp_path: Path) -> None:
     assert report.count("## Architecture comparison") == 1
     assert report.index("## Architecture comparison") < report.index("![roc]")
     assert "| **compact (random init), shipped** | 16 px | 8 | 5 of 5 | 0.800 ± 0.050 |" in report
+
+
+def test_a_row_stopped_on_an_inner_split_says_so(tmp_path: Path) -> None:
+    shipped, _ = shipped_store(tmp_path)
+    nested = trained(tmp_path / "nested", "compact", 0.7, config={"inner_validation": 0.2})
+    table = compare(shipped, [nested], runs=2)
+    stopped = {row["folder"]: row["inner_validation"] for row in table["rows"]}
+    assert stopped == {str(shipped): 0.0, str(nested): 0.2}
+    lines = markdown(table).splitlines()
+    assert sum("stopped on 20% of each fold's training images" in line for line in lines) == 1
+    assert "very images it is scored on" in markdown(table)
 
 
 def test_other_task_or_missing_cross_validation_is_refused(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ def candidate_row(folder: Path) -> dict[str, Any]:
         "members": card.architecture.get("ensemble_members", 1),
         "image_size": card.input.height,
         "epochs": config.get("epochs"),
+        "inner_validation": config.get("inner_validation", 0.0),
         "folds_run": cv["folds"],
         "folds_planned": card.training.get("folds", cv["folds"]),
         "accuracy": _mean_std(cv["accuracy"]),
@@ -165,7 +166,9 @@ def markdown(table: dict[str, Any]) -> str:
     lines += [
         "",
         "Cross-validation is grouped and stratified; folds `k of n` means only the first k of n "
-        f"folds were run (CPU budget). Latency: {table['latency']}.",
+        "folds were run (CPU budget). Unless a row says what it stopped on, each fold chose its "
+        "epoch (early stopping, kept checkpoint) on the very images it is scored on, which "
+        f"flatters its score. Latency: {table['latency']}.",
         *_carried_notes(table["rows"]),
         *[f"{note}" for note in table.get("notes", [])],
     ]
@@ -197,6 +200,8 @@ def _carried_notes(rows: list[dict[str, Any]]) -> list[str]:
 def _cells(row: dict[str, Any], classes: list[str]) -> list[str]:
     members = f" x {row['members']}" if row["members"] > 1 else ""
     label = f"{row['arch']}{members} ({_start(row['weights'])})"
+    if row.get("inner_validation"):
+        label += f", stopped on {row['inner_validation']:.0%} of each fold's training images"
     if row["shipped"]:
         label = f"**{label}, shipped**"
     if "carried_from" in row:
