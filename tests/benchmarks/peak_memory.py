@@ -47,9 +47,9 @@ def parse_setup(text: str) -> tuple[str, dict[str, str]]:
     return name, dict(pairs)
 
 
-def measure(env: dict[str, str], model: str, bodies: Path, seconds: int) -> Start:
-    """Start a server with `env`, load it at c16 then c64, stop it."""
-    server, base, _ = start_server(Path("models"), env=env, capture=False)
+def measure(env: dict[str, str], models_dir: Path, model: str, bodies: Path, seconds: int) -> Start:
+    """Start a server on `models_dir` with `env`, load it at c16 then c64, stop it."""
+    server, base, _ = start_server(models_dir, env=env, capture=False)
     try:
         wrk_load(base, model, bodies, 4, 2)  # connections and first batches
         c16 = wrk_load(base, model, bodies, 16, seconds)
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="per load level")
     parser.add_argument("--model", default="chest-ct-cancer")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         parser.error("needs wrk (apt-get install wrk)")
@@ -97,7 +98,7 @@ def main() -> None:
             (bodies / f"body-{index:03d}").write_bytes(multipart(image))
         for round_ in range(1, args.rounds + 1):
             for name, env in args.setups:
-                start = measure(env, args.model, bodies, args.seconds)
+                start = measure(env, args.models_dir, args.model, bodies, args.seconds)
                 results[name].append(start)
                 progress(f"round {round_} {name}: {start.summary()}")
     print(table(results))
