@@ -137,6 +137,11 @@ def test_rows_are_carried_over_from_an_earlier_version(tmp_path: Path) -> None:
     assert text.count("† carried over from the table of toy/1") == 1
     with pytest.raises(NotComparable, match="no architecture comparison"):
         compare(newer, [], runs=3, carry_from=newer)
+    write_comparison(newer, table)
+    latest = trained(tmp_path / "latest", "compact", 0.86, version=3)
+    again = {r["model"] + " " + r["arch"]: r for r in compare(latest, [], 3, None, newer)["rows"]}
+    assert again["toy/1 vgg19"]["carried_from"] == rows["toy/1 vgg19"]["carried_from"]
+    assert again["toy/1 compact"]["carried_from"].startswith("toy/2, measured ")
 
 
 def test_a_carried_row_survives_its_folder_being_reused(tmp_path: Path) -> None:

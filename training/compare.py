@@ -117,7 +117,8 @@ def carried_rows(
     folder: Path, task: str, present: set[tuple[str, int, float]]
 ) -> list[dict[str, Any]]:
     """The rows of `folder`'s comparison but its shipped one (and the models measured again
-    now), each marked with where and when it was measured."""
+    now), each marked with where and when it was measured (a row that table had itself carried
+    keeps its origin)."""
     card = read_card(folder / "metadata.json")
     if card.name != task.split("/")[0]:
         raise NotComparable(f"{folder} is not a {task} model; its rows cannot be carried over")
@@ -126,7 +127,7 @@ def carried_rows(
         raise NotComparable(f"{folder}: the card has no architecture comparison to carry over")
     carried = f"{card.name}/{card.version}, measured {table['measured']}"
     return [
-        {**row, "shipped": False, "carried_from": carried}
+        {**row, "shipped": False, "carried_from": row.get("carried_from", carried)}
         for row in table["rows"]
         if not row["shipped"] and _identity(row) not in present
     ]
