@@ -264,6 +264,7 @@ def test_several_members_per_fold_are_scored_as_their_mean(tmp_path: Path) -> No
     card = json.loads((run(request) / "metadata.json").read_text())
     assert card["architecture"]["ensemble_members"] == 4  # 2 folds x 2 members, all shipped
     assert card["training"]["members_per_fold"] == 2
+    assert "on the fold it is scored on" in card["evaluation"]["protocol"]
     with pytest.raises(ValueError, match="--ship ensemble"):
         tiny_request(tmp_path, "x", config, folds=5, ship="final", members_per_fold=2)
     with pytest.raises(ValueError, match="at least 1"):
@@ -278,7 +279,7 @@ def test_inner_validation_keeps_the_scored_fold_out_of_every_choice(tmp_path: Pa
     model's score."""
     from training.crossval import cross_validate, stopping_split
     from training.data import grouped_folds
-    from training.pipeline import TrainRequest
+    from training.pipeline import TrainRequest, run
     from training.train import TrainConfig, best_epoch, make_dataset
 
     rng = np.random.default_rng(5)
@@ -307,6 +308,13 @@ def test_inner_validation_keeps_the_scored_fold_out_of_every_choice(tmp_path: Pa
         dataset = make_dataset(x[scored], np.eye(2)[y[scored]], config, train=False)
         accuracy = model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]
         assert abs(accuracy - choice["scored_accuracy_kept"]) < 1e-6
+
+    blob_dataset(tmp_path / "data", per_class=10)
+    folder = run(tiny_request(tmp_path, "nested", config, 2, ship="ensemble"))
+    card = json.loads((folder / "metadata.json").read_text())
+    assert "25% of its own training images" in card["evaluation"]["protocol"]
+    notes = json.loads((folder / "report" / "metrics.json").read_text())["stage_notes"]
+    assert len(notes) == 2 and all("epoch_choice" in note for note in notes)
 
     spec = InputSpec(height=24, width=24)
     with pytest.raises(ValueError, match=r"between 0 and 0\.5"):

@@ -124,7 +124,7 @@ def _run_into(request: TrainRequest, version: int, staging: Path, started: float
         temperature,
         _architecture(request, served, len(members)),
         _training(request, report.__dict__, metrics["shipped"]),
-        _evaluation(metrics),
+        _evaluation(metrics, request.config.inner_validation),
         [f"v{version}: trained by `ctscan train`"],
         "class_activation" if len(served.outputs) > 1 else None,
     )
@@ -231,7 +231,7 @@ def _training(
     }
 
 
-def _evaluation(metrics: dict[str, Any]) -> dict[str, Any]:
+def _evaluation(metrics: dict[str, Any], inner_validation: float) -> dict[str, Any]:
     keep = (
         "cross_validation",
         "calibration",
@@ -241,9 +241,16 @@ def _evaluation(metrics: dict[str, Any]) -> dict[str, Any]:
         "seconds",
     )
     summary = {k: metrics[k] for k in keep if k in metrics}
+    stopped_on = (
+        f"a grouped {inner_validation:.0%} of its own training images (nested: the scored "
+        "fold decides nothing)"
+        if inner_validation
+        else "the fold it is scored on (which flatters the score)"
+    )
     summary["protocol"] = (
         "grouped stratified k-fold on deduplicated data; exact duplicates "
-        "merged, label conflicts dropped, near-duplicates kept in one fold"
+        "merged, label conflicts dropped, near-duplicates kept in one fold; each fold "
+        f"chose its epoch (early stopping, kept checkpoint) on {stopped_on}"
     )
     return summary
 
