@@ -6,7 +6,9 @@
 # X-ray images are cropped to the body first (--crop-foreground), chest CT also trains on random
 # display curves (gamma) with lighter contrast and brightness changes; SARS-CoV-2 CT slices are
 # cropped, then padded to a square (--keep-aspect) instead of squeezed, and train with lighter
-# augmentation. No ImageNet weights anywhere.
+# augmentation. No ImageNet weights anywhere. Each fold stops on the fold it is scored on (the
+# shipped ensembles use every image); add --inner-validation 0.2 to COMMON for honest, nested
+# cross-validated scores of the same recipes (README, "Honest (nested) cross-validation").
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
 OUT="${1:-runs/store}"
