@@ -142,12 +142,13 @@ def write_evaluation(model_dir: Path, key: str, value: Any, section: str, marker
     """Store `value` as the card's `evaluation.<key>` and `section` as the report's section
     marked `marker`, each replacing an earlier one."""
     card_path = model_dir / "metadata.json"
-    card = json.loads(card_path.read_text())
+    card = json.loads(card_path.read_text(encoding="utf-8"))
     card.setdefault("evaluation", {})[key] = value
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     report = model_dir / "report" / "report.md"
     if report.is_file():
-        report.write_text(with_section(report.read_text(), section, marker))
+        text = with_section(report.read_text(encoding="utf-8"), section, marker)
+        report.write_text(text, encoding="utf-8")
 
 
 def markdown(table: dict[str, Any]) -> str:
