@@ -13,7 +13,7 @@ from scipy.special import softmax
 
 from training.data import grouped_folds
 from training.evaluate import classification_metrics
-from training.train import TrainConfig, best_epoch, fit, predict_logits
+from training.train import TrainConfig, best_epoch, fit, predict_logits, stopping_starts
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def cross_validate(
             len(val_idx),
         )
         fit_idx, stop_idx = stopping_split(train_idx, val_idx, y, groups, config)
-        watched = None if stop_idx is val_idx else (x[val_idx], y[val_idx])
+        watched = (x[val_idx], y[val_idx]) if config.inner_validation > 0 else None
         member_logits, seconds = [], 0.0
         for member in range(members_per_fold):
             fitted = fit(
@@ -129,7 +129,7 @@ def epoch_choice(history: dict[str, list[float]], config: TrainConfig) -> dict[s
     """The scored fold's accuracy at the epoch kept (chosen on the stopping images) and at the
     epoch it would have been kept had the scored fold been stopped on: their difference is the
     optimism of stopping on the images that are scored (no mirror averaging, one member)."""
-    start = config.epochs // 4
+    start = stopping_starts(config)
     kept = best_epoch(history, start)
     self_chosen = best_epoch(history, start, key="scored_loss")
     accuracy = history["scored_accuracy"]

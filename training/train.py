@@ -184,11 +184,18 @@ def fit(
         else make_dataset(validation[0], _one_hot(validation[1], classes), config, train=False),
         epochs=stage_epochs,
         class_weight=class_weights(y, classes),
-        callbacks=callbacks(work_dir, config, validation is not None, watched, classes),
+        callbacks=callbacks(
+            work_dir,
+            config,
+            validation is not None,
+            None
+            if watched is None
+            else make_dataset(watched[0], _one_hot(watched[1], classes), config, train=False),
+        ),
         verbose=2,
         shuffle=False,
     ).history
-    best = best_epoch(history, config.epochs // 4 if validation is not None else 0)
+    best = best_epoch(history, stopping_starts(config) if validation is not None else 0)
     return FitResult(model, history, time.perf_counter() - started, best, notes)
 
 
@@ -208,25 +215,27 @@ class ScoreWatched(keras.callbacks.Callback):  # type: ignore[misc]  # keras is 
             logs["scored_accuracy"] = float(scores["accuracy"])
 
 
+def stopping_starts(config: TrainConfig) -> int:
+    """Epochs before early stopping starts tracking the monitored loss (its `start_from_epoch`):
+    the kept epoch is never one of them."""
+    return config.epochs // 4
+
+
 def callbacks(
     work_dir: Path,
     config: TrainConfig,
     validate: bool,
-    watched: tuple[np.ndarray, np.ndarray] | None = None,
-    classes: int = 0,
+    watched: tf.data.Dataset | None = None,
 ) -> list[keras.callbacks.Callback]:
     monitor = "val_loss" if validate else "loss"
     work_dir.mkdir(parents=True, exist_ok=True)
     # With an EMA, validation, checkpoints and early stopping all see the averaged weights: the
-    # swap comes first so the callbacks after it act on what will be shipped.
-    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema > 0 else []
+    # swap comes first so the callbacks after it (the watcher too) act on what will be shipped.
+    first = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema > 0 else []
     if watched is not None:
-        images, labels = watched
-        swap.append(
-            ScoreWatched(make_dataset(images, _one_hot(labels, classes), config, train=False))
-        )
+        first.append(ScoreWatched(watched))
     found = [
-        *swap,
+        *first,
         keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=0.5, patience=max(2, config.patience // 2), min_lr=1e-6
         ),
@@ -244,7 +253,7 @@ def callbacks(
                 monitor=monitor,
                 patience=config.patience,
                 restore_best_weights=True,
-                start_from_epoch=config.epochs // 4,
+                start_from_epoch=stopping_starts(config),
             )
         )
     return found
