@@ -64,6 +64,18 @@ def cgroup_v1_cpu_quota(folder: Path) -> int | None:
     return None if quota <= 0 or period <= 0 else max(1, -(-quota // period))
 
 
+def default_graph_cache() -> Path | None:
+    """The graph cache when none is set: `$XDG_CACHE_HOME/ctscan/optimized`, else
+    `~/.cache/ctscan/optimized`; None (no cache) when there is no home to put it in."""
+    base = Path(os.environ.get("XDG_CACHE_HOME", ""))
+    if not base.is_absolute():  # unset, empty or relative: the XDG default
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:
+            return None
+    return base / "ctscan" / "optimized"
+
+
 class Settings(BaseSettings):
     """Everything the service can be told; each field maps to `CTSCAN_<FIELD>`."""
 
@@ -89,9 +101,10 @@ class Settings(BaseSettings):
         False, description="Idle onnxruntime threads spin; off leaves the CPU to decoding"
     )
     optimized_model_dir: Path | None = Field(
-        None,
+        default_factory=default_graph_cache,
         description="Cache of onnxruntime-optimised graphs (CPU only): later starts load them "
-        "without re-optimising; None = off",
+        "without re-optimising. Default $XDG_CACHE_HOME/ctscan/optimized (~/.cache/...); "
+        "empty = off",
     )
     load_workers: int = Field(0, ge=0, description="Models loaded at once; 0 = the CPUs we may use")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from tests.factories import write_model
+
+# Sessions are built from the graphs unless a test sets a graph cache itself: the suite writes
+# nothing into the user's cache folder (`Settings.optimized_model_dir` defaults to one), and
+# servers started by tests inherit this.
+os.environ["CTSCAN_OPTIMIZED_MODEL_DIR"] = ""
 
 
 @pytest.fixture

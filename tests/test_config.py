@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings, available_cpus, cgroup_cpu_quota, cgroup_v1_cpu_quota
+from app.config import (
+    Settings,
+    available_cpus,
+    cgroup_cpu_quota,
+    cgroup_v1_cpu_quota,
+    default_graph_cache,
+)
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,3 +99,15 @@ def test_cpu_arena_booleans_given_in_code() -> None:
 def test_empty_optimized_model_dir_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CTSCAN_OPTIMIZED_MODEL_DIR", "")
     assert Settings().optimized_model_dir is None
+
+
+def test_graph_cache_is_on_by_default_in_the_user_cache_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CTSCAN_OPTIMIZED_MODEL_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Settings().optimized_model_dir == tmp_path / "xdg" / "ctscan" / "optimized"
+    for ignored in ("", "relative/cache"):  # the XDG rule: only an absolute path counts
+        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+        assert default_graph_cache() == tmp_path / "home" / ".cache" / "ctscan" / "optimized"

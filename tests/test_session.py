@@ -23,7 +23,7 @@ from app.inference.session import (
     warm_batch_sizes,
 )
 from app.inference.store import LoadedModel, load_model_dir
-from tests.factories import brightness_model, write_model
+from tests.factories import SHIPPED_MODELS, brightness_model, write_model
 
 
 @pytest.mark.parametrize(
@@ -225,3 +225,22 @@ def test_cache_key_follows_level_and_is_cpu_only(tmp_path: Path) -> None:
     gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert optimized_cache_path(card, cached_settings(tmp_path), gpu) is None
     assert optimized_cache_path(card, Settings(), cpu) is None
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED_MODELS.iterdir() if p.is_dir()))
+def test_a_shipped_model_answers_alike_from_its_cached_graph(
+    tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cache is on by default: the saved optimised graph must answer as the session built
+    from the original does (on this CPU, which the cache key binds)."""
+    version = max(int(p.name) for p in (SHIPPED_MODELS / name).iterdir() if p.name.isdigit())
+    folder = SHIPPED_MODELS / name / str(version)
+    settings = Settings(optimized_model_dir=tmp_path / "cache", providers=["CPUExecutionProvider"])
+    built = load_model_dir(folder, name, version, settings)  # writes the cache
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    cached = load_model_dir(folder, name, version, settings)  # reads it
+    assert "cached optimised graph" not in caplog.text  # neither ignored nor left unwritten
+    spec = built.card.input
+    rng = np.random.default_rng(7)
+    images = rng.random((3, spec.height, spec.width, 1), dtype=np.float32)
+    assert np.allclose(run_batch(cached, images), run_batch(built, images), atol=1e-6)
