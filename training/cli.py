@@ -16,3 +16,4 @@ def register(cli: typer.Typer) -> None:
     cli.command(name="export")(commands.export)
     cli.command(name="quantize")(commands.quantize)
     cli.command(name="compare")(commands.compare)
+    cli.command(name="nested")(commands.nested)

@@ -379,3 +379,33 @@ def compare(
         raise typer.Exit(2) from exc
     write_comparison(model_dir, table)
     typer.echo(markdown(table))
+
+
+def nested(
+    model_dir: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="The shipped models/<name>/<version>")
+    ],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            file_okay=False,
+            help="The shipped recipe trained again with --inner-validation (exported folder)",
+        ),
+    ],
+) -> None:
+    """Write a nested cross-validation (the shipped recipe re-run with --inner-validation) into
+    the shipped card as `evaluation.nested_cross_validation` and into its report: the estimate
+    whose folds chose nothing on the images they were scored on."""
+    configure_logging()
+    from app.errors import ModelLoadError
+    from training.compare import NotComparable
+    from training.nested import nested_estimate, nested_markdown, write_nested
+
+    try:
+        estimate = nested_estimate(run, model_dir)
+    except (NotComparable, ModelLoadError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    write_nested(model_dir, estimate)
+    typer.echo(nested_markdown(estimate))
