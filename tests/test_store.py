@@ -11,7 +11,7 @@ from app.config import Settings
 from app.inference.store import ModelStore
 from app.main import create_app
 from tests.conftest import wait_ready
-from tests.factories import loaded_store, png_bytes, write_model
+from tests.factories import SHIPPED_MODELS, loaded_store, png_bytes, write_model
 
 
 def load(root: Path, **extra: object) -> ModelStore:
@@ -88,3 +88,20 @@ def test_highest_version_is_default(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(models_dir=tmp_path, intra_op_threads=1))) as client:
         wait_ready(client)
         assert client.get("/v1/models/multi").json()["versions"] == [1, 2, 3]
+
+
+def test_shipped_cards_show_both_cross_validations() -> None:
+    """`/v1/models` shows every shipped task with its cross-validation as shipped and the nested
+    one (each fold stopped on its own training images), run over every planned fold."""
+    with TestClient(create_app(Settings(models_dir=SHIPPED_MODELS))) as client:
+        wait_ready(client, timeout=120)
+        listing = {model["name"]: model["card"] for model in client.get("/v1/models").json()}
+    tasks = {"chest-ct-cancer", "sarscov2-ct", "head-ct-hemorrhage", "covid-xray"}
+    assert set(listing) == tasks
+    for name, card in listing.items():
+        evaluation = card["evaluation"]
+        shipped, nested = evaluation["cross_validation"], evaluation["nested_cross_validation"]
+        assert nested["inner_validation"] > 0, name
+        assert nested["folds_run"] == nested["folds_planned"] == shipped["folds"], name
+        assert len(nested["accuracy_per_fold"]) == nested["folds_run"], name
+        assert set(nested["recall"]) == set(card["classes"]), name
