@@ -8,7 +8,8 @@
 # cropped, then padded to a square (--keep-aspect) instead of squeezed, and train with lighter
 # augmentation. No ImageNet weights anywhere. Each fold stops on the fold it is scored on (the
 # shipped ensembles use every image); add --inner-validation 0.2 to COMMON for honest, nested
-# cross-validated scores of the same recipes (README, "Honest (nested) cross-validation").
+# cross-validated scores of the same recipes (README, "Honest (nested) cross-validation"), and
+# `ctscan nested --model-dir models/NAME/VERSION RUN` writes such a run into the shipped card.
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
 OUT="${1:-runs/store}"
