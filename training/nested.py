@@ -22,8 +22,8 @@ from training.compare import NotComparable, write_evaluation
 SECTION = "nested-cross-validation"  # the report's marked section this module owns
 MEANING = (
     "the shipped recipe trained again with each fold stopping on a grouped, stratified part of "
-    "its own training images, so the scored fold decides nothing: what to expect on new images "
-    "from the same sources"
+    "its own training images, so the scored fold decides nothing: an estimate for new images from "
+    "the same sources that leans low for the shipped members, which fit on more images"
 )
 
 
@@ -95,9 +95,9 @@ def nested_markdown(estimate: dict[str, Any]) -> str:
         "",
         f"The shipped recipe trained again with each fold stopping on "
         f"{estimate['inner_validation']:.0%} of its own training images (grouped, stratified), "
-        "so the scored fold decides nothing: what to expect on new images from the same "
-        f"sources. Each member fit on {_fit_share(estimate):.0%} of the images; the shipped "
-        "members fit on more, since each stops on the fold it leaves out.",
+        "so the scored fold decides nothing. Each member fit on "
+        f"{_fit_share(estimate):.0%} of the images; the shipped members fit on more (each stops "
+        "on the fold it leaves out), so for them this estimate leans low.",
     ]
     if estimate["ece_after"] is not None:
         lines.append(
