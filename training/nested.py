@@ -3,8 +3,9 @@
 A shipped card's cross-validation comes from folds that chose their epoch (early stopping, the
 kept checkpoint) on the very images they were scored on. Run the same recipe again with
 `ctscan train --inner-validation F` and each fold stops on part of its own training images
-instead, so the scored fold decides nothing. That run's cross-validation is the estimate to
-expect on new images from the same sources; this module copies it into the shipped card as
+instead, so the scored fold decides nothing. That run's cross-validation estimates accuracy on
+new images from the same sources, leaning low for the shipped members (they fit on more images);
+this module copies it into the shipped card as
 `evaluation.nested_cross_validation` (so `/v1/models` shows it beside the optimistic figure) and
 into the card's report.
 """
