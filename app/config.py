@@ -64,6 +64,18 @@ def cgroup_v1_cpu_quota(folder: Path) -> int | None:
     return None if quota <= 0 or period <= 0 else max(1, -(-quota // period))
 
 
+def default_data_dir() -> Path:
+    """Where study jobs live when no folder is set: `$XDG_DATA_HOME/ctscan`, else
+    `~/.local/share/ctscan`, else `./ctscan-data` when there is no home."""
+    base = Path(os.environ.get("XDG_DATA_HOME", ""))
+    if not base.is_absolute():
+        try:
+            base = Path.home() / ".local" / "share"
+        except RuntimeError:
+            return Path("ctscan-data")
+    return base / "ctscan"
+
+
 def default_graph_cache() -> Path | None:
     """The graph cache when none is set: `$XDG_CACHE_HOME/ctscan/optimized`, else
     `~/.cache/ctscan/optimized`; None (no cache) when there is no home to put it in."""
@@ -84,6 +96,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Model store: <name>/<version>/")
     default_model: str | None = Field(None, description="Model answering POST /predict")
     max_upload_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Upload size cap")
+    reject_outside: bool = Field(
+        False,
+        description="Answer 422 instead of 200 (label null) when the model cannot judge an input",
+    )
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="onnxruntime execution providers, in order of preference",
@@ -118,6 +134,26 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         64, ge=1, description="POST requests in progress at once; more get 503 + Retry-After"
     )
+    max_study_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Study upload cap (zip or multipart), spooled to disk"
+    )
+    study_body_timeout_s: float = Field(
+        900.0, gt=0, description="Seconds a study upload may take to arrive; slower gets 408"
+    )
+    max_study_files: int = Field(2000, ge=1, description="Files in one study upload")
+    max_study_slices: int = Field(1000, ge=1, description="Slices in the series classified")
+    max_zip_ratio: float = Field(
+        200.0, gt=1, description="Largest expansion of one zip member (zip-bomb guard)"
+    )
+    study_batch_size: int = Field(8, ge=1, description="Study slices per session.run")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Study jobs (SQLite) and their spooled uploads; default $XDG_DATA_HOME/ctscan",
+    )
+    job_retention_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="How long finished study jobs are kept"
+    )
+    max_concurrent_studies: int = Field(1, ge=1, description="Studies classified at once")
     keep_alive_s: int = Field(
         75,
         ge=1,

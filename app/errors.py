@@ -31,6 +31,10 @@ class BadRequest(ServiceError):
     status, title, slug = 400, "Bad request", "bad-request"
 
 
+class NotFound(ServiceError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
 class ModelNotFound(ServiceError):
     status, title, slug = 404, "Unknown model", "model-not-found"
 
@@ -45,6 +49,12 @@ class UnsupportedMediaType(ServiceError):
 
 class InvalidImage(ServiceError):
     status, title, slug = 422, "Invalid image", "invalid-image"
+
+
+class OutsideDomain(ServiceError):
+    """The model cannot judge this input (only with the setting that refuses such answers)."""
+
+    status, title, slug = 422, "Outside the model's domain", "outside-domain"
 
 
 class NotReady(ServiceError):

@@ -33,6 +33,12 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.verdicts = Counter(
+            "ctscan_applicability",
+            "Answers by model and applicability verdict (in_domain, outside, not_assessed)",
+            ["model", "verdict"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "ctscan_queue_depth", "Requests waiting, per stage", ["stage"], registry=self.registry
         )

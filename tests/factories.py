@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from app.config import Settings
+from app.inference.applicability import ApplicabilityStats, LayerStats
 from app.inference.store import ModelStore
 
 CLASSES = ["dark", "bright"]
@@ -30,10 +31,14 @@ def loaded_store(models_dir: Path = SHIPPED_MODELS, **settings: Any) -> ModelSto
 
 
 def brightness_model(
-    size: int = 16, classes: list[str] | None = None, with_map: bool = False
+    size: int = 16,
+    classes: list[str] | None = None,
+    with_map: bool = False,
+    with_features: bool = False,
 ) -> bytes:
     """An ONNX graph: mean pixel → linear → softmax; bright images → the last class.
-    `with_map` adds `class_activation` (N, H, W, classes) = pixel x class weight."""
+    `with_map` adds `class_activation` (N, H, W, classes) = pixel x class weight;
+    `with_features` adds `features` (N, 1) = the mean pixel, for an applicability check."""
     classes = classes or CLASSES
     n = len(classes)
     weights = np.linspace(-6.0, 6.0, n, dtype=np.float32).reshape(1, n)
@@ -53,6 +58,9 @@ def brightness_model(
                 "class_activation", TensorProto.FLOAT, ["batch", size, size, n]
             )
         )
+    if with_features:
+        nodes.append(helper.make_node("Identity", ["mean"], ["features"]))
+        outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 1]))
     graph = helper.make_graph(
         nodes,
         "brightness",
@@ -85,15 +93,42 @@ def card_for(name: str, version: int, onnx_bytes: bytes, size: int = 16, **extra
     return card
 
 
+# The toy applicability check: the training images' mean pixels were 0.2 (dark) and 0.8
+# (bright) with a spread of 0.1, so the score is ((mean - nearest) / 0.1)^2 and mid-grey images
+# (0.4-0.6) lie outside the threshold of 4 (two spreads).
+TOY_CHECK_MEANS, TOY_CHECK_SPREAD, TOY_CHECK_THRESHOLD = (0.2, 0.8), 0.1, 4.0
+
+
+def toy_check_stats() -> ApplicabilityStats:
+    """Statistics of the toy check (one member, two classes, one feature)."""
+    whiten = np.array([[[1 / TOY_CHECK_SPREAD]]], np.float32)  # precision = W Wᵀ
+    means = np.array(TOY_CHECK_MEANS, np.float32).reshape(1, 2, 1) @ whiten
+    return ApplicabilityStats([LayerStats(means, whiten, np.ones(1))])
+
+
+def write_check(folder: Path, **spec: Any) -> dict[str, Any]:
+    """Write the toy check's statistics into `folder`; return the card's section."""
+    data = toy_check_stats().to_bytes()
+    (folder / "applicability.npz").write_bytes(data)
+    section = {"sha256": hashlib.sha256(data).hexdigest(), "threshold": TOY_CHECK_THRESHOLD}
+    return {**section, **spec}
+
+
 def write_model(root: Path, name: str, version: int = 1, size: int = 16, **extra: Any) -> Path:
-    """Write `<root>/<name>/<version>/{model.onnx, metadata.json}` and return the folder."""
+    """Write `<root>/<name>/<version>/{model.onnx, metadata.json}` and return the folder;
+    `with_check=True` (or a dict of card fields) adds the toy applicability check."""
     classes = extra.get("classes")
     with_map = extra.pop("with_map", False)
-    onnx_bytes = brightness_model(size, classes, with_map)
+    with_check = extra.pop("with_check", False)
+    onnx_bytes = brightness_model(size, classes, with_map, bool(with_check))
     if with_map:
         extra["output"] = {"activation_map": "class_activation"}
     folder = root / name / str(version)
     folder.mkdir(parents=True, exist_ok=True)
+    if with_check:
+        extra["applicability"] = write_check(
+            folder, **(with_check if isinstance(with_check, dict) else {})
+        )
     (folder / "model.onnx").write_bytes(onnx_bytes)
     card = card_for(name, version, onnx_bytes, size, **extra)
     (folder / "metadata.json").write_text(json.dumps(card, indent=2))
@@ -126,6 +161,8 @@ def dicom_bytes(
     window: tuple[float, float] | None = None,
     frames: int = 1,
     pixel_data: bool = True,
+    modality: str = "CT",
+    body_part: str | None = None,
 ) -> bytes:
     """A CT DICOM file (explicit VR little endian) with the given stored pixel values."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -138,7 +175,9 @@ def dicom_bytes(
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientName = "CT", "Test^Patient"
+    ds.Modality, ds.PatientName = modality, "Test^Patient"
+    if body_part:
+        ds.BodyPartExamined = body_part
     ds.Rows, ds.Columns = stored.shape[-2:]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, interpretation
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0

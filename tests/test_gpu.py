@@ -36,7 +36,7 @@ def assert_answers_agree(provider: str, tolerance: float = 0.02) -> None:
             np.testing.assert_allclose(
                 run_batch(model, batch), run_batch(cpu, batch), atol=tolerance
             )
-        chunked = run_in_chunks(model, images, 4)
+        chunked = run_in_chunks(model, images, 4).probabilities
         np.testing.assert_allclose(chunked, run_batch(cpu, images), atol=tolerance)
 
 

@@ -152,7 +152,7 @@ def test_a_client_batch_runs_in_chunks(tmp_path: Path, provider: str, sizes: lis
     images = grey_images(np.linspace(0.0, 1.0, 11).tolist())
     whole = run_batch(model, images)
     labelled, recording = recorded_as(model, provider)
-    answer = run_in_chunks(labelled, images, chunk=4)
+    answer = run_in_chunks(labelled, images, chunk=4).probabilities
     assert recording.sizes == sizes
     assert answer.shape == (11, 2) and np.allclose(answer, whole, atol=1e-6)
 

@@ -17,3 +17,4 @@ def register(cli: typer.Typer) -> None:
     cli.command(name="quantize")(commands.quantize)
     cli.command(name="compare")(commands.compare)
     cli.command(name="nested")(commands.nested)
+    cli.command(name="applicability")(commands.applicability)

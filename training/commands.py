@@ -409,3 +409,34 @@ def nested(
         raise typer.Exit(2) from exc
     write_nested(model_dir, estimate)
     typer.echo(nested_markdown(estimate))
+
+
+def applicability(
+    model_dir: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="The shipped models/<name>/<version>")
+    ],
+    datasets: Annotated[
+        Path,
+        typer.Option(
+            exists=True, file_okay=False, help="Folder of the task datasets (own and others)"
+        ),
+    ],
+    quantile: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="Share of in-domain scores under the threshold")
+    ] = 0.98,
+    cache_dir: Annotated[Path, typer.Option(help="Preprocessed-array cache")] = Path("cache"),
+) -> None:
+    """Give a shipped version its applicability check: the graph's `features` output, the
+    statistics fitted fold by fold, a threshold chosen on out-of-fold scores, and the evaluation
+    against the other datasets, photographs, a phantom, blanks, noise, documents and wrong
+    windows, written into the card and report."""
+    require_training_extra()
+    configure_logging()
+    from training.applicability_run import run_applicability
+
+    try:
+        text = run_applicability(model_dir, datasets, quantile, cache_dir)
+    except (ValueError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from app.imaging.decode import decode_image
 from app.imaging.preprocess import InputSpec, to_model_input
 from training.arrays import load_arrays
 from training.compare import write_evaluation
-from training.data import clean, discover, fingerprint, grouped_folds, near_duplicate_groups
+from training.data import Sample, clean, discover, fingerprint, grouped_folds, near_duplicate_groups
 from training.tasks import TASKS
 
 Shift = Callable[[np.ndarray], np.ndarray]
@@ -82,7 +83,43 @@ def shifted_cross_validation(
     each fold scored by its own members (as `ctscan train` scored it); `shifts` picks some of
     SHIFTS. The folds are rebuilt from the card; the unshifted row, always first and scored on
     the very inputs training used, must reproduce the card's cross-validated accuracy."""
-    card = json.loads((model_dir / "metadata.json").read_text())
+    folds = rebuild_folds(model_dir, data, cache_dir)
+    spec, card, x, y, splits = folds.spec, folds.card, folds.x, folds.y, folds.splits
+    classes = list(card["classes"])
+    session, members = member_logits_session(model_dir / "model.onnx")
+    predicted = fold_predictions(session, spec.name, x, splits, folds.per_fold(members))
+    rows = {UNSHIFTED: _summary(predicted, y, splits, classes)}
+    _check_reproduces_card(rows[UNSHIFTED], card)
+    pixels = [decode_image(s.path.read_bytes()).pixels for s in folds.samples]
+    for label in shifts or SHIFTS:
+        inputs = np.stack([to_model_input(SHIFTS[label](p), spec) for p in pixels])
+        predicted = fold_predictions(session, spec.name, inputs, splits, folds.per_fold(members))
+        rows[label] = _summary(predicted, y, splits, classes)
+    return rows
+
+
+@dataclass(frozen=True)
+class RebuiltFolds:
+    """A shipped model's training images, as training preprocessed them, and its folds."""
+
+    card: dict[str, Any]
+    spec: InputSpec
+    samples: list[Sample]
+    x: np.ndarray
+    y: np.ndarray
+    splits: list[tuple[np.ndarray, np.ndarray]]
+
+    def per_fold(self, members: int) -> int:
+        """Members per fold; member k (from 0) belongs to fold k // per_fold."""
+        per_fold = members // len(self.splits)
+        if per_fold < 1 or per_fold * len(self.splits) != members:
+            raise ValueError(f"{members} members do not split over {len(self.splits)} folds")
+        return per_fold
+
+
+def rebuild_folds(model_dir: Path, data: Path, cache_dir: Path | None) -> RebuiltFolds:
+    """The images and folds `ctscan train` used for the model in `model_dir` (card's rules)."""
+    card = json.loads((model_dir / "metadata.json").read_text(encoding="utf-8"))
     spec = InputSpec(**card["input"])
     training = card["training"]
     samples, _ = clean(discover(data, *_labelling(card)), data)
@@ -92,19 +129,7 @@ def shifted_cross_validation(
     splits = grouped_folds(
         y, near_duplicate_groups(fingerprint(x)), training["folds"], training["config"]["seed"]
     )
-    session, members = member_logits_session(model_dir / "model.onnx")
-    per_fold = members // len(splits)
-    if per_fold * len(splits) != members:
-        raise ValueError(f"{members} members do not split over {len(splits)} folds")
-    predicted = _fold_predictions(session, spec.name, x, splits, per_fold)
-    rows = {UNSHIFTED: _summary(predicted, y, splits, classes)}
-    _check_reproduces_card(rows[UNSHIFTED], card)
-    pixels = [decode_image(s.path.read_bytes()).pixels for s in samples]
-    for label in shifts or SHIFTS:
-        inputs = np.stack([to_model_input(SHIFTS[label](p), spec) for p in pixels])
-        predicted = _fold_predictions(session, spec.name, inputs, splits, per_fold)
-        rows[label] = _summary(predicted, y, splits, classes)
-    return rows
+    return RebuiltFolds(card, spec, samples, x, y, splits)
 
 
 def _labelling(card: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
@@ -115,7 +140,7 @@ def _labelling(card: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]
     return preset.label_map, preset.label_column
 
 
-def _fold_predictions(
+def fold_predictions(
     session: ort.InferenceSession,
     input_name: str,
     inputs: np.ndarray,

@@ -19,6 +19,9 @@ class TaskPreset:
     label_column: str | None = None
     dicom_window: str | None = None
     leakage_note: str = ""
+    dataset: str = ""  # its folder under the shared datasets
+    modalities: tuple[str, ...] = ("CT",)  # DICOM Modality values the model can judge
+    body_parts: tuple[str, ...] = ()  # DICOM BodyPartExamined values, where the header has one
 
 
 TASKS: dict[str, TaskPreset] = {
@@ -27,6 +30,8 @@ TASKS: dict[str, TaskPreset] = {
         "carcinoma or normal.",
         classes=("adenocarcinoma", "large_cell_carcinoma", "normal", "squamous_cell_carcinoma"),
         dicom_window="lung",
+        dataset="chest_ct",
+        body_parts=("CHEST", "LUNG", "THORAX"),
         leakage_note="Normal images come from other sources than the cancer ones (size, format); "
         "preprocessing makes every image grey and square, and a test checks format invariance.",
     ),
@@ -36,6 +41,8 @@ TASKS: dict[str, TaskPreset] = {
         dicom_window="lung",
         leakage_note="Many slices per patient and no patient ids: random folds mix a patient's "
         "slices across train and validation, so cross-validated scores are optimistic.",
+        dataset="sarscov2_ct",
+        body_parts=("CHEST", "LUNG", "THORAX"),
     ),
     "head-ct-hemorrhage": TaskPreset(
         description="Head CT slice: intracranial hemorrhage or normal.",
@@ -45,10 +52,15 @@ TASKS: dict[str, TaskPreset] = {
         dicom_window="brain",
         leakage_note="Near-identical pairs are kept in one fold; colour tints are removed by "
         "converting to grey.",
+        dataset="head_ct",
+        body_parts=("HEAD", "BRAIN", "SKULL"),
     ),
     "covid-xray": TaskPreset(
         description="Chest X-ray (not CT): COVID-19, viral pneumonia or normal.",
         classes=("covid", "normal", "viral_pneumonia"),
         leakage_note="Small dataset (251 images); sources differ between classes.",
+        dataset="covid_xray",
+        modalities=("CR", "DX"),
+        body_parts=("CHEST",),
     ),
 }

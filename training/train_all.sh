@@ -10,8 +10,11 @@
 # shipped ensembles use every image); add --inner-validation 0.2 to COMMON for honest, nested
 # cross-validated scores of the same recipes (README, "Honest (nested) cross-validation"), and
 # `ctscan nested --model-dir models/NAME/VERSION RUN` writes such a run into the shipped card.
+# Last, every new version gets its applicability check (`ctscan applicability`: statistics
+# fitted fold by fold, threshold on out-of-fold scores, evaluation on the other datasets).
 # Usage: bash training/train_all.sh [OUTPUT_DIR] [DATASETS_DIR]
 set -euo pipefail
+shopt -s nullglob
 OUT="${1:-runs/store}"
 DATA="${2:-../shared/datasets}"
 COMMON=(--arch compact --folds 5 --ship ensemble --output "$OUT")
@@ -40,3 +43,7 @@ ctscan train --data "$DATA/sarscov2_ct" --name sarscov2-ct \
   --weights "$(backbone_for sarscov2_ct)" --crop-foreground --keep-aspect \
   --augment contrast=0.05,brightness=0.02,zoom=0.05,translation=0.02 \
   --image-size 128 --epochs 80 --patience 12 "${COMMON[@]}"
+
+for version in "$OUT"/*/[0-9]*/; do
+  [[ -f "$version/applicability.npz" ]] || ctscan applicability --model-dir "$version" --datasets "$DATA"
+done

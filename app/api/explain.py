@@ -34,7 +34,7 @@ async def explain_upload(
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
     model, prepared = await pipeline.prepared(name, None)
-    result = await pipeline.runner.run(explain, model, prepared, target)
+    result = pipeline.checked(await pipeline.runner.run(explain, model, prepared, target))
     if accept and "image/png" in accept and "application/json" not in accept:
         return Response(overlay_bytes(result), media_type="image/png")
     return JSONResponse(result)

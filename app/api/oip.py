@@ -2,7 +2,8 @@
 
 Inputs: `image` FP32 in the model's input shape [N, H, W, C] (already preprocessed), or any
 BYTES input carrying encoded images (PNG, JPEG, TIFF, DICOM, ...) that the server decodes and
-preprocesses. Output: `probabilities` FP32 [N, classes]."""
+preprocesses. Outputs: `probabilities` FP32 [N, classes]; with an applicability check also
+`applicability_score` and `in_domain` FP32 [N]."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ from app.api.oip_codec import parse_request, response_body
 from app.api.predict import ERRORS, PipelineDep
 from app.api.schemas import problem_responses
 from app.errors import BadRequest
+from app.inference.applicability import IN_DOMAIN as IN_DOMAIN_VERDICT
+from app.inference.applicability import OUTSIDE
 from app.inference.predict import prepare, run_in_chunks
 from app.inference.store import LoadedModel
 
 LOOKUP_ERRORS = problem_responses(400, 404, 503)
-OUTPUT = "probabilities"  # the one output every model gives, named in metadata and answers
+OUTPUT = "probabilities"  # the output every model gives, named in metadata and answers
+SCORE, IN_DOMAIN = "applicability_score", "in_domain"  # models with an applicability check
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 open_router = APIRouter(prefix="/v2", tags=["open inference protocol"])  # no API key needed
 
@@ -59,8 +63,20 @@ def model_metadata(store: Any, model: LoadedModel) -> dict[str, Any]:
             },
             {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]},
         ],
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, len(card.classes)]}],
+        "outputs": [
+            {"name": name, "datatype": "FP32", "shape": shape}
+            for name, shape in output_shapes(model).items()
+        ],
     }
+
+
+def output_shapes(model: LoadedModel) -> dict[str, list[int]]:
+    """The outputs a model gives: its probabilities and, with an applicability check, each
+    image's score and whether it is in the model's domain (1.0) or outside (0.0)."""
+    shapes = {OUTPUT: [-1, len(model.card.classes)]}
+    if model.applicability:
+        shapes.update({SCORE: [-1], IN_DOMAIN: [-1]})
+    return shapes
 
 
 @router.get("/models/{name}", summary="Model metadata", responses=LOOKUP_ERRORS)
@@ -118,7 +134,7 @@ async def _infer(
     model: LoadedModel, request: Request, pipeline: Any, header_length: str | None
 ) -> dict[str, Any]:
     parsed, values = parse_request(await request.body(), header_length)
-    _check_requested_outputs(parsed.outputs)
+    _check_requested_outputs(model, parsed.outputs)
     if len(values) != 1:
         raise BadRequest("send exactly one input: `image` (FP32) or an encoded-image BYTES input")
     ((input_name, value),) = values.items()
@@ -128,15 +144,34 @@ async def _infer(
         limit = pipeline.settings.max_image_pixels
         batch = await pipeline.runner.run(_prepare_all, model, value, limit)
     chunk = pipeline.settings.batching_for(model.card.name).max_batch_size
-    probabilities = await pipeline.runner.run(run_in_chunks, model, batch, chunk)
-    return response_body(model.card.name, model.card.version, parsed.id, {OUTPUT: probabilities})
+    results = await pipeline.runner.run(run_in_chunks, model, batch, chunk)
+    outputs = {OUTPUT: results.probabilities}
+    parameters = {}
+    if model.applicability and results.scores is not None:
+        threshold = model.applicability.spec.threshold
+        outputs[SCORE] = results.scores
+        outputs[IN_DOMAIN] = (results.scores <= threshold).astype(np.float32)
+        parameters["applicability_threshold"] = threshold
+        _count_verdicts(pipeline, model, outputs[IN_DOMAIN])
+    wanted = {o.get("name") for o in parsed.outputs or []} or set(outputs)
+    chosen = {name: array for name, array in outputs.items() if name in wanted}
+    body = response_body(model.card.name, model.card.version, parsed.id, chosen)
+    return {**body, "parameters": parameters} if parameters else body
 
 
-def _check_requested_outputs(outputs: list[dict[str, Any]] | None) -> None:
+def _count_verdicts(pipeline: Any, model: LoadedModel, in_domain: np.ndarray) -> None:
+    counter = pipeline.metrics.verdicts
+    inside = int(in_domain.sum())
+    counter.labels(model.card.name, IN_DOMAIN_VERDICT).inc(inside)
+    counter.labels(model.card.name, OUTSIDE).inc(len(in_domain) - inside)
+
+
+def _check_requested_outputs(model: LoadedModel, outputs: list[dict[str, Any]] | None) -> None:
     """Every output a request names must be one the model gives (as Triton answers)."""
-    unknown = [o.get("name") for o in outputs or [] if o.get("name") != OUTPUT]
+    known = list(output_shapes(model))
+    unknown = [o.get("name") for o in outputs or [] if o.get("name") not in known]
     if unknown:
-        raise BadRequest(f"unknown output {unknown[0]!r}; this model gives [{OUTPUT!r}]")
+        raise BadRequest(f"unknown output {unknown[0]!r}; this model gives {known}")
 
 
 def _checked_fp32(model: LoadedModel, name: str, array: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ from starlette.datastructures import UploadFile
 from app.api.schemas import Prediction, problem_responses
 from app.api.window_query import WINDOW_PARAMETERS, window_from_query
 from app.config import Settings
-from app.errors import BadRequest, ClientGone, ServiceError
+from app.errors import BadRequest, ClientGone, OutsideDomain, ServiceError
+from app.inference.applicability import OUTSIDE
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
 from app.inference.predict import PreparedInput, build_result, prepare, prepare_for_batch
@@ -123,8 +124,18 @@ class Pipeline:
             job = self.runner.run(prepare_for_batch, model, data, limit, window)
             del data  # neither the upload nor its full-size pixels wait for the batch
             tensor, described = await job
-            probabilities = await asyncio.wrap_future(ticket.submit(tensor))
-        return build_result(model, described, probabilities)
+            scored = await asyncio.wrap_future(ticket.submit(tensor))
+        return self.checked(build_result(model, described, scored))
+
+    def checked(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Count the answer's applicability verdict; refuse an outside one when so set."""
+        verdict = result["applicability"]
+        self.metrics.verdicts.labels(result["model"], verdict["verdict"]).inc()
+        if verdict["verdict"] == OUTSIDE and self.settings.reject_outside:
+            raise OutsideDomain(
+                f"model {result['model']} cannot judge this image: {verdict['reason']}"
+            )
+        return result
 
     @contextlib.contextmanager
     def _abandoned_if_client_leaves(self) -> Iterator[None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,23 @@ class InputInfo(BaseModel):
     width: int = Field(examples=[512])
     height: int = Field(examples=[512])
     window: str | None = Field(None, description="DICOM window used, if any")
+    modality: str | None = Field(None, description="DICOM Modality (DICOM uploads only)")
+    body_part: str | None = Field(None, description="DICOM BodyPartExamined, if present")
+
+
+class ApplicabilityVerdict(BaseModel):
+    """Whether the model can judge this input."""
+
+    verdict: Literal["in_domain", "outside", "not_assessed"] = Field(
+        description="outside: unlike the training images, or a DICOM header the model does "
+        "not accept; the label is then null"
+    )
+    score: float | None = Field(
+        description="Distance of the model's features to its training images' (about 1 for "
+        "images like them)"
+    )
+    threshold: float | None = Field(description="Scores above it are outside")
+    reason: str | None = Field(description="Why the input is outside, or why not assessed")
 
 
 class Prediction(BaseModel):
@@ -26,6 +43,12 @@ class Prediction(BaseModel):
                     "version": 1,
                     "label": "hemorrhage",
                     "probabilities": {"hemorrhage": 0.91, "normal": 0.09},
+                    "applicability": {
+                        "verdict": "in_domain",
+                        "score": 1.12,
+                        "threshold": 2.6,
+                        "reason": None,
+                    },
                     "input": {"format": "PNG", "mode": "L", "width": 512, "height": 512},
                     "provider": "CPUExecutionProvider",
                 }
@@ -35,8 +58,12 @@ class Prediction(BaseModel):
 
     model: str
     version: int
-    label: str = Field(description="The most probable class")
+    label: str | None = Field(
+        description="The most probable class; null when the model cannot judge the image "
+        "(`applicability.verdict` outside)"
+    )
     probabilities: dict[str, float] = Field(description="Every class → probability; sums to 1")
+    applicability: ApplicabilityVerdict
     input: InputInfo
     provider: str = Field(description="onnxruntime execution provider that ran the model")
 

@@ -39,6 +39,8 @@ class DecodedImage:
     format: str
     mode: str
     window: str | None = None
+    modality: str | None = None  # DICOM only: Modality and BodyPartExamined, for the
+    body_part: str | None = None  # applicability gate (never patient data)
 
     @property
     def height(self) -> int:

@@ -37,7 +37,11 @@ def decode_dicom(data: bytes, window: Window | None = None) -> DecodedImage:
 
 
 def _decode(data: bytes, window: Window | None) -> DecodedImage:
-    dataset = _read(data)
+    return decode_dataset(_read(data), window)
+
+
+def decode_dataset(dataset: Any, window: Window | None = None) -> DecodedImage:
+    """One parsed single-frame DICOM dataset (pydicom), windowed as `decode_dicom` does."""
     interpretation = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
     if interpretation not in GREY_INTERPRETATIONS:
         raise InvalidImage(f"photometric interpretation {interpretation} is not supported")
@@ -46,7 +50,20 @@ def _decode(data: bytes, window: Window | None) -> DecodedImage:
     grey = apply_window(hounsfield, chosen)
     if interpretation == "MONOCHROME1":
         grey = 1.0 - grey
-    return DecodedImage(pixels=grey, format="DICOM", mode=interpretation, window=label)
+    return DecodedImage(
+        pixels=grey,
+        format="DICOM",
+        mode=interpretation,
+        window=label,
+        modality=_tag_text(dataset, "Modality"),
+        body_part=_tag_text(dataset, "BodyPartExamined"),
+    )
+
+
+def _tag_text(dataset: Any, keyword: str) -> str | None:
+    """A short code-string tag, upper case and stripped, or None when absent or empty."""
+    value = str(getattr(dataset, keyword, "") or "").strip().upper()
+    return value[:16] or None
 
 
 def _read(data: bytes) -> Any:

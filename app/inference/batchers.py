@@ -7,7 +7,7 @@ from functools import partial
 
 from app.config import Settings
 from app.inference.batching import DynamicBatcher
-from app.inference.predict import run_batch
+from app.inference.predict import run_rows
 from app.inference.store import LoadedModel
 from app.metrics import Metrics
 
@@ -27,7 +27,7 @@ class Batchers:
             if batcher is None:
                 policy = self._settings.batching_for(model.card.name)
                 batcher = DynamicBatcher(
-                    partial(run_batch, model),
+                    partial(run_rows, model),
                     max_batch_size=policy.max_batch_size,
                     max_wait_ms=policy.max_wait_ms,
                     workers=policy.workers,

@@ -12,22 +12,23 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from app.errors import Overloaded
 
-RunBatch = Callable[[np.ndarray], np.ndarray]
+RunBatch = Callable[[np.ndarray], Sequence[Any]]  # one result per input row
 
 
 @dataclass
 class _Job:
     tensor: np.ndarray
-    future: Future[np.ndarray] = field(default_factory=Future)
+    future: Future[Any] = field(default_factory=Future)
 
 
 class DynamicBatcher:
@@ -70,7 +71,7 @@ class DynamicBatcher:
         """Jobs waiting to be batched."""
         return self._queue.qsize()
 
-    def submit(self, tensor: np.ndarray) -> Future[np.ndarray]:
+    def submit(self, tensor: np.ndarray) -> Future[Any]:
         """Queue one (H, W, C) input; the future gives its probabilities, or raises. Cancel it
         before its batch starts and the image is dropped, not run."""
         job = _Job(tensor)
@@ -160,7 +161,7 @@ class Ticket:
         self._batcher = batcher
         self.used = False
 
-    def submit(self, tensor: np.ndarray) -> Future[np.ndarray]:
+    def submit(self, tensor: np.ndarray) -> Future[Any]:
         """Queue the announced image (see `DynamicBatcher.submit`)."""
         if self.used:
             raise RuntimeError("a ticket submits one image")

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.errors import ModelLoadError
 from app.imaging.preprocess import InputSpec
+from app.inference.applicability import ApplicabilitySpec
+from app.studies.aggregate import StudyRule
 
 MODEL_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -52,6 +54,8 @@ class ModelCard(BaseModel):
     input: InputSpec
     output: OutputSpec = Field(default_factory=OutputSpec)
     dicom: DicomSpec | None = None
+    applicability: ApplicabilitySpec | None = None
+    study: StudyRule | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)
     framework: dict[str, Any] = Field(default_factory=dict)

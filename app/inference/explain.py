@@ -10,7 +10,13 @@ import numpy as np
 from app.errors import BadRequest
 from app.imaging.overlay import normalise_map, overlay_png
 from app.imaging.preprocess import framed
-from app.inference.predict import PreparedInput, build_result, describe_input, normalise
+from app.inference.predict import (
+    PreparedInput,
+    Scored,
+    build_result,
+    describe_input,
+    normalise,
+)
 from app.inference.store import LoadedModel
 
 
@@ -19,15 +25,16 @@ def explain(model: LoadedModel, prepared: PreparedInput, target: str | None) -> 
     output = model.card.output
     if output.activation_map is None:
         raise BadRequest(f"model {model.card.name} v{model.card.version} has no activation maps")
-    spec = model.card.input
-    probabilities, maps = model.session.run(
-        [output.name, output.activation_map], {spec.name: prepared.tensor[np.newaxis]}
+    spec, check = model.card.input, model.applicability
+    names = [output.name, output.activation_map] + ([check.spec.feature_output] if check else [])
+    probabilities, maps, *features = model.session.run(
+        names, {spec.name: prepared.tensor[np.newaxis]}
     )
-    result = build_result(
-        model, describe_input(prepared.decoded), normalise(np.asarray(probabilities[0]))
-    )
+    score = float(check.scores(np.asarray(features[0]))[0]) if check else None
+    scored = Scored(normalise(np.asarray(probabilities[0])), score)
+    result = build_result(model, describe_input(prepared.decoded), scored)
     classes = model.card.classes
-    chosen = target or result["label"]
+    chosen = target or classes[int(np.argmax(scored.probabilities))]
     if chosen not in classes:
         raise BadRequest(f"unknown class {chosen!r}; classes: {classes}")
     heat = normalise_map(maps[0][:, :, classes.index(chosen)])

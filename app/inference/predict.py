@@ -12,6 +12,7 @@ import numpy as np
 from app.errors import InferenceFailed
 from app.imaging.decode import DecodedImage, decode_image
 from app.imaging.preprocess import to_model_input
+from app.inference.applicability import OUTSIDE, not_assessed
 from app.inference.session import bucket_size, pads_batches
 from app.inference.store import LoadedModel
 
@@ -24,11 +25,36 @@ class PreparedInput:
     tensor: np.ndarray
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """What one `session.run` gives for a batch: probabilities and, where the model has an
+    applicability check, each input's score."""
+
+    probabilities: np.ndarray  # (N, classes), rows summing to 1
+    scores: np.ndarray | None  # (N,)
+
+    def rows(self) -> list[Scored]:
+        """One (probabilities, score) pair per input."""
+        scores = [None] * len(self.probabilities) if self.scores is None else self.scores
+        return [
+            Scored(p, None if s is None else float(s))
+            for p, s in zip(self.probabilities, scores, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One input's probabilities and applicability score (None: the model has no check)."""
+
+    probabilities: np.ndarray
+    score: float | None
+
+
 def predict_bytes(model: LoadedModel, data: bytes, max_pixels: int) -> dict[str, Any]:
     """Decode one upload and classify it with `model`; raise domain errors on bad input."""
     prepared = prepare(model, data, max_pixels)
-    probabilities = run_batch(model, prepared.tensor[np.newaxis])[0]
-    return build_result(model, describe_input(prepared.decoded), probabilities)
+    (scored,) = run_model(model, prepared.tensor[np.newaxis]).rows()
+    return build_result(model, describe_input(prepared.decoded), scored)
 
 
 def prepare(
@@ -48,24 +74,43 @@ def default_window(model: LoadedModel) -> tuple[float, float] | None:
 
 
 def run_batch(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) inputs → (N, classes) probabilities, rows summing to 1 in float64. On a
-    provider that needs few shapes (CUDA) the batch runs padded to a power of two."""
-    spec = model.card.input
+    """(N, H, W, C) inputs → (N, classes) probabilities, rows summing to 1 in float64."""
+    return run_model(model, batch).probabilities
+
+
+def run_rows(model: LoadedModel, batch: np.ndarray) -> list[Scored]:
+    """`run_model`, one (probabilities, score) per input: what the batcher hands back."""
+    return run_model(model, batch).rows()
+
+
+def run_model(model: LoadedModel, batch: np.ndarray) -> Outputs:
+    """(N, H, W, C) inputs → probabilities (and applicability scores) in one `session.run`. On
+    a provider that needs few shapes (CUDA) the batch runs padded to a power of two."""
+    spec, check = model.card.input, model.applicability
     rows = len(batch)
     feed = pad_rows(batch, bucket_size(rows)) if pads_batches(model.provider) else batch
-    (output,) = model.session.run([model.card.output.name], {spec.name: feed})
-    return np.stack([normalise(np.asarray(row, dtype=np.float64)) for row in output[:rows]])
+    names = [model.card.output.name] + ([check.spec.feature_output] if check else [])
+    output, *features = model.session.run(names, {spec.name: feed})
+    probabilities = np.stack(
+        [normalise(np.asarray(row, dtype=np.float64)) for row in output[:rows]]
+    )
+    scores = check.scores(np.asarray(features[0][:rows])) if check else None
+    return Outputs(probabilities, scores)
 
 
-def run_in_chunks(model: LoadedModel, batch: np.ndarray, chunk: int) -> np.ndarray:
+def run_in_chunks(model: LoadedModel, batch: np.ndarray, chunk: int) -> Outputs:
     """`run_batch` over slices of at most `chunk` rows, for a client's own batch (OIP): one
     `session.run` then holds one chunk's activations, not the whole request's (chest CT, one
     session.run: 261 MB peak resident at batch 4, 850 MB at 32, 1.1 GB at 170; a 32 MiB request
     holds 512 of its inputs)."""
     parts = [
-        run_batch(model, batch[start : start + chunk]) for start in range(0, len(batch), chunk)
+        run_model(model, batch[start : start + chunk]) for start in range(0, len(batch), chunk)
     ]
-    return np.concatenate(parts)
+    scores = [p.scores for p in parts if p.scores is not None]
+    return Outputs(
+        np.concatenate([p.probabilities for p in parts]),
+        np.concatenate(scores) if len(scores) == len(parts) else None,
+    )
 
 
 def pad_rows(batch: np.ndarray, size: int) -> np.ndarray:
@@ -89,29 +134,42 @@ def prepare_for_batch(
 
 
 def describe_input(decoded: DecodedImage) -> dict[str, Any]:
-    """What the answer says about the uploaded file."""
-    return {
+    """What the answer says about the uploaded file (for DICOM: its Modality and
+    BodyPartExamined, which the applicability check reads; never patient data)."""
+    described: dict[str, Any] = {
         "format": decoded.format,
         "mode": decoded.mode,
         "width": decoded.width,
         "height": decoded.height,
         "window": decoded.window,
     }
+    if decoded.format == "DICOM":
+        described["modality"], described["body_part"] = decoded.modality, decoded.body_part
+    return described
 
 
-def build_result(
-    model: LoadedModel, described: dict[str, Any], probabilities: np.ndarray
-) -> dict[str, Any]:
-    """The JSON answer for one image (`described`: see `describe_input`)."""
+def build_result(model: LoadedModel, described: dict[str, Any], scored: Scored) -> dict[str, Any]:
+    """The JSON answer for one image (`described`: see `describe_input`). Outside the model's
+    domain, `label` is null: the probabilities stay, for research, but name no diagnosis."""
     classes = model.card.classes
+    applicability = judge(model, scored.score, described)
+    top = classes[int(np.argmax(scored.probabilities))]
     return {
         "model": model.card.name,
         "version": model.card.version,
-        "label": classes[int(np.argmax(probabilities))],
-        "probabilities": {c: float(p) for c, p in zip(classes, probabilities, strict=True)},
+        "label": None if applicability["verdict"] == OUTSIDE else top,
+        "probabilities": {c: float(p) for c, p in zip(classes, scored.probabilities, strict=True)},
+        "applicability": applicability,
         "input": described,
         "provider": model.provider,
     }
+
+
+def judge(model: LoadedModel, score: float | None, described: dict[str, Any]) -> dict[str, Any]:
+    """The `applicability` object: the model's verdict on this input."""
+    if model.applicability is None or score is None:
+        return not_assessed()
+    return model.applicability.judge(score, described)
 
 
 def normalise(probabilities: np.ndarray) -> np.ndarray:

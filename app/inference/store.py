@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -16,6 +17,7 @@ import onnxruntime as ort
 
 from app.config import Settings, available_cpus
 from app.errors import ModelLoadError, ModelNotFound, NotReady
+from app.inference.applicability import Applicability, load_stats
 from app.inference.card import MODEL_NAME, ModelCard, read_card
 from app.inference.session import create_session
 from app.memory import release_free_memory
@@ -32,6 +34,7 @@ class LoadedModel:
     provider: str
     path: Path
     load_seconds: float
+    applicability: Applicability | None = None
 
     @property
     def key(self) -> str:
@@ -103,7 +106,7 @@ class ModelStore:
             self._new_failures[f"{name}/{version}"] = str(exc)
             log.error("model %s/%s not served: %s", name, version, exc)
             return None
-        model = LoadedModel(model.card, model.session, model.provider, path, _since(started))
+        model = dataclasses.replace(model, load_seconds=_since(started))
         log.info("loaded %s on %s in %.2fs", model.key, model.provider, model.load_seconds)
         return model
 
@@ -176,9 +179,30 @@ def load_model_dir(path: Path, name: str, version: int, settings: Settings) -> L
     digest = sha256_file(onnx_path)
     if digest != card.sha256:
         raise ModelLoadError(f"sha256 of model.onnx is {digest}, card says {card.sha256}")
+    applicability = load_applicability(path, card)
     max_batch = settings.batching_for(name).max_batch_size
     session, provider = create_session(onnx_path, card, settings, max_batch)
-    return LoadedModel(card, session, provider, path, 0.0)
+    if applicability and applicability.spec.feature_output not in _outputs(session):
+        raise ModelLoadError(f"the graph has no output {applicability.spec.feature_output!r}")
+    return LoadedModel(card, session, provider, path, 0.0, applicability)
+
+
+def load_applicability(path: Path, card: ModelCard) -> Applicability | None:
+    """The card's applicability check with its statistics, checksum verified; None without."""
+    spec = card.applicability
+    if spec is None:
+        return None
+    stats_path = path / spec.file
+    if not stats_path.is_file():
+        raise ModelLoadError(f"missing {spec.file} (the card's applicability statistics)")
+    digest = sha256_file(stats_path)
+    if digest != spec.sha256:
+        raise ModelLoadError(f"sha256 of {spec.file} is {digest}, card says {spec.sha256}")
+    return Applicability(spec, load_stats(stats_path))
+
+
+def _outputs(session: ort.InferenceSession) -> set[str]:
+    return {output.name for output in session.get_outputs()}
 
 
 def sha256_file(path: Path) -> str:

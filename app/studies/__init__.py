@@ -1,0 +1,1 @@
+"""Whole studies: a DICOM series in, per-slice and study-level answers out."""
