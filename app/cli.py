@@ -67,6 +67,47 @@ def predict(
     typer.echo(json.dumps(result, indent=2))
 
 
+@cli.command(name="predict-study")
+def predict_study(
+    path: Annotated[
+        Path, typer.Argument(exists=True, help="A folder or zip of DICOM files, or one file")
+    ],
+    model: Annotated[str, typer.Option(help="Model name")],
+    version: Annotated[int | None, typer.Option(help="Pin a model version")] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Model store (CTSCAN_MODELS_DIR)")] = None,
+) -> None:
+    """Classify a whole series without a server (the study endpoint's code path), with a
+    progress bar on stderr, and print the answer as JSON."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from app.api.studies import study_limits
+    from app.errors import ServiceError
+    from app.inference.store import ModelStore
+    from app.studies.pipeline import StudySettings, analyse_study
+    from app.studies.sources import open_path
+
+    settings = _settings(models_dir=models_dir)
+    store = ModelStore(settings)
+    store.load_all()
+    run = StudySettings(settings.study_batch_size, settings.max_study_slices)
+    try:
+        loaded = store.get(model, version)
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("slices", total=None)
+            source = open_path(path, study_limits(settings))
+            result = analyse_study(
+                loaded,
+                source,
+                run,
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except ServiceError as exc:
+        typer.echo(f"error: {exc.title}: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
 def _settings(**overrides: object) -> Settings:
     """The settings from the environment (and `.env`) with the given options on top; a bad
     value ends the command with one line per problem, named as its variable, and status 2."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.admission import InFlightLimit
-from app.api import explain, health, metrics, models, oip, predict, web
+from app.api import docs, explain, health, jobs, metrics, models, oip, predict, studies, web
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference.batchers import Batchers
@@ -23,7 +24,7 @@ from app.memory import trim_when_idle
 from app.metrics import Metrics
 from app.request_context import RequestIdMiddleware
 from app.security import require_api_key
-from app.upload import MULTIPART_OVERHEAD, BodySizeLimit
+from app.upload import MULTIPART_OVERHEAD, BodyLimit, BodySizeLimit
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         version=__version__,
         description=DESCRIPTION,
         lifespan=_lifespan,
+        docs_url=None,  # served by app.api.docs with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store or ModelStore(settings)
@@ -56,6 +59,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     protected = [Depends(require_api_key)]
     app.include_router(predict.router, dependencies=protected)
     app.include_router(explain.router, dependencies=protected)
+    app.include_router(studies.router, dependencies=protected)
+    app.include_router(jobs.router, dependencies=protected)
     app.include_router(oip.router, dependencies=protected)
     app.include_router(oip.open_router)
     app.include_router(models.router, dependencies=protected)
@@ -63,6 +68,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(web.router)
+    app.include_router(docs.router)
     return app
 
 
@@ -74,6 +80,9 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         BodySizeLimit,
         max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         timeout_s=settings.body_timeout_s,
+        study=BodyLimit(
+            settings.max_study_bytes + MULTIPART_OVERHEAD, settings.study_body_timeout_s
+        ),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -91,6 +100,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     store: ModelStore = app.state.store
     app.state.runner = WorkerPool(settings.decoders, settings.max_queue, settings.retry_after_s)
     app.state.batchers = Batchers(settings, app.state.metrics)
+    app.state.jobs = _start_jobs(settings, store)
     loading = asyncio.create_task(asyncio.to_thread(_load_models, store))
     polling = asyncio.create_task(_poll(store, settings.poll_interval_s))
     trimming = asyncio.create_task(
@@ -104,8 +114,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await loading
+        if app.state.jobs is not None:
+            app.state.jobs.close()
         app.state.runner.shutdown()
         app.state.batchers.close()
+
+
+def _start_jobs(settings: Settings, store: ModelStore) -> jobs.StudyJobs | None:
+    """The study job store and runner; without a usable data folder the service still runs
+    and job requests answer 503."""
+    try:
+        return jobs.StudyJobs(settings, store, studies.study_limits(settings))
+    except (OSError, sqlite3.Error) as exc:
+        log.error("study jobs are off: data folder %s unusable (%s)", settings.data_dir, exc)
+        return None
 
 
 def _load_models(store: ModelStore) -> None:

@@ -5,6 +5,7 @@ a request open."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from fastapi import HTTPException
 from starlette.datastructures import UploadFile
@@ -17,50 +18,68 @@ MULTIPART_OVERHEAD = 64 * 1024
 CHUNK = 1 << 20
 
 
-class BodySizeLimit:
-    """ASGI middleware: 413 for a declared or streamed request body above `max_body` bytes,
-    408 when the body has not fully arrived `timeout_s` seconds after the request began."""
+@dataclass(frozen=True)
+class BodyLimit:
+    """The most bytes a request body may have, and the seconds it may take to arrive."""
 
-    def __init__(self, app: ASGIApp, max_body: int, timeout_s: float = 60.0) -> None:
+    max_body: int
+    timeout_s: float = 60.0
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a declared or streamed request body above the limit's bytes,
+    408 when the body has not fully arrived the limit's seconds after the request began. Study
+    uploads (paths ending in `/studies`) have their own, larger limit."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body: int,
+        timeout_s: float = 60.0,
+        study: BodyLimit | None = None,
+    ) -> None:
         self.app = app
-        self.max_body = max_body
-        self.timeout_s = timeout_s
+        self.default = BodyLimit(max_body, timeout_s)
+        self.study = study or self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.study if scope.get("path", "").endswith("/studies") else self.default
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body:
-            await error_response(PayloadTooLarge(self._detail()))(scope, receive, send)
+        if declared is not None and declared > limit.max_body:
+            await error_response(PayloadTooLarge(_detail(limit)))(scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
+        await self.app(scope, _counting(receive, limit), send)
 
-    def _counting(self, receive: Receive) -> Receive:
-        received, complete = 0, False
-        loop_deadline = asyncio.get_running_loop().time() + self.timeout_s
 
-        async def counted() -> Message:
-            nonlocal received, complete
-            if complete:  # after the body only a disconnect can come: no deadline
-                return await receive()
-            try:
-                async with asyncio.timeout_at(loop_deadline):
-                    message = await receive()
-            except TimeoutError:
-                detail = f"the request body did not arrive within {self.timeout_s:g} s"
-                raise HTTPException(408, detail) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise HTTPException(413, self._detail())
-                complete = not message.get("more_body", False)
-            return message
+def _counting(receive: Receive, limit: BodyLimit) -> Receive:
+    received, complete = 0, False
+    loop_deadline = asyncio.get_running_loop().time() + limit.timeout_s
 
-        return counted
+    async def counted() -> Message:
+        nonlocal received, complete
+        if complete:  # after the body only a disconnect can come: no deadline
+            return await receive()
+        try:
+            async with asyncio.timeout_at(loop_deadline):
+                message = await receive()
+        except TimeoutError:
+            detail = f"the request body did not arrive within {limit.timeout_s:g} s"
+            raise HTTPException(408, detail) from None
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit.max_body:
+                raise HTTPException(413, _detail(limit))
+            complete = not message.get("more_body", False)
+        return message
 
-    def _detail(self) -> str:
-        return f"the request body exceeds {self.max_body - MULTIPART_OVERHEAD} bytes"
+    return counted
+
+
+def _detail(limit: BodyLimit) -> str:
+    return f"the request body exceeds {limit.max_body - MULTIPART_OVERHEAD} bytes"
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from tests.factories import write_model
 # nothing into the user's cache folder (`Settings.optimized_model_dir` defaults to one), and
 # servers started by tests inherit this.
 os.environ["CTSCAN_OPTIMIZED_MODEL_DIR"] = ""
+# Study jobs of the suite go to a temporary folder, never the user's data folder.
+os.environ.setdefault("CTSCAN_DATA_DIR", tempfile.mkdtemp(prefix="ctscan-test-data-"))
 
 
 @pytest.fixture

@@ -1,0 +1,160 @@
+"""A study through one model: headers → the series to classify, in order → each slice decoded,
+windowed and preprocessed as single uploads are → `session.run` in batches, with the
+applicability check → per-slice answers and the study-level answer from the judgeable slices."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.errors import InvalidImage, PayloadTooLarge
+from app.imaging.preprocess import to_model_input
+from app.inference.applicability import OUTSIDE
+from app.inference.predict import Scored, default_window, judge, run_model
+from app.inference.store import LoadedModel
+from app.studies.aggregate import NOT_VALIDATED, StudyRule, aggregate
+from app.studies.headers import read_header
+from app.studies.series import ChosenSeries, SliceHeader, choose_series
+from app.studies.sources import StudySource
+
+Progress = Callable[[int, int], None]  # (slices done, slices in all)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """How a study is run: slices per `session.run` and the most slices accepted."""
+
+    batch_size: int = 8
+    max_slices: int = 1000
+
+
+def analyse_study(
+    model: LoadedModel,
+    source: StudySource,
+    settings: StudySettings,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The study answer (see docs/api.md, "Whole studies")."""
+    headers, not_images = read_headers(source)
+    modalities = model.card.applicability.modalities if model.card.applicability else []
+    chosen = choose_series(headers, modalities)
+    if len(chosen.slices) > settings.max_slices:
+        raise PayloadTooLarge(
+            f"the series has {len(chosen.slices)} slices; the limit is {settings.max_slices}"
+        )
+    rows = classify_slices(model, source, chosen, settings.batch_size, progress)
+    return {
+        "model": model.card.name,
+        "version": model.card.version,
+        "series": describe_series(chosen),
+        "skipped": chosen.skipped + not_images,
+        "slices": rows,
+        "study": study_answer(model, rows),
+    }
+
+
+def read_headers(source: StudySource) -> tuple[list[SliceHeader], list[dict[str, Any]]]:
+    """Every file's header; files that are not DICOM images are listed with the reason."""
+    headers, skipped = [], []
+    for name in source.names():
+        header = read_header(name, source.read(name))
+        if isinstance(header, str):
+            skipped.append({"file": name, "reason": header})
+        else:
+            headers.append(header)
+    return headers, skipped
+
+
+def classify_slices(
+    model: LoadedModel,
+    source: StudySource,
+    chosen: ChosenSeries,
+    batch_size: int,
+    progress: Progress | None,
+) -> list[dict[str, Any]]:
+    """Per-slice answers in slice order, `batch_size` slices per `session.run`."""
+    rows: list[dict[str, Any]] = []
+    total = len(chosen.slices)
+    for start in range(0, total, batch_size):
+        batch = chosen.slices[start : start + batch_size]
+        tensors, described = zip(*(slice_input(model, source, h) for h in batch), strict=True)
+        outputs = run_model(model, np.stack(tensors)).rows()
+        for offset, (header, scored, info) in enumerate(
+            zip(batch, outputs, described, strict=True)
+        ):
+            rows.append(slice_row(model, start + offset, chosen, header, scored, info))
+        if progress:
+            progress(len(rows), total)
+    return rows
+
+
+def slice_input(
+    model: LoadedModel, source: StudySource, header: SliceHeader
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One slice's model input and what the applicability gate reads of its header."""
+    import pydicom
+
+    from app.imaging.dicom import decode_dataset
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(source.read(header.member)))
+    except Exception as exc:  # read once already; a file that changed or fails late
+        raise InvalidImage(f"{header.member}: the DICOM file cannot be parsed") from exc
+    decoded = decode_dataset(dataset, default_window(model))
+    described = {"modality": decoded.modality, "body_part": decoded.body_part}
+    return to_model_input(decoded.pixels, model.card.input), described
+
+
+def slice_row(
+    model: LoadedModel,
+    index: int,
+    chosen: ChosenSeries,
+    header: SliceHeader,
+    scored: Scored,
+    described: dict[str, Any],
+) -> dict[str, Any]:
+    classes = model.card.classes
+    return {
+        "index": index,
+        "position_mm": chosen.positions_mm[index],
+        "instance_number": header.instance_number,
+        "sop_instance_uid": header.sop_uid,
+        "probabilities": {c: float(p) for c, p in zip(classes, scored.probabilities, strict=True)},
+        "applicability": judge(model, scored.score, described),
+    }
+
+
+def describe_series(chosen: ChosenSeries) -> dict[str, Any]:
+    first = chosen.slices[0]
+    return {
+        "study_instance_uid": first.study_uid,
+        "series_instance_uid": first.series_uid,
+        "series_number": first.series_number,
+        "modality": first.modality,
+        "slices": len(chosen.slices),
+        "ordered_by": chosen.ordered_by,
+        "notes": chosen.notes,
+    }
+
+
+def study_answer(model: LoadedModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study-level answer from the slices the model can judge; none: no label."""
+    rule = StudyRule.model_validate(getattr(model.card, "study", None) or {})
+    judged = [r for r in rows if r["applicability"]["verdict"] != OUTSIDE]
+    base = {
+        "rule": rule.model_dump(exclude_none=True),
+        "judgeable_slices": len(judged),
+        "left_out": {"outside": len(rows) - len(judged)},
+        "note": NOT_VALIDATED,
+    }
+    if not judged:
+        return {**base, "label": None, "probabilities": None, "key_slices": []}
+    classes = model.card.classes
+    probabilities = np.array([[r["probabilities"][c] for c in classes] for r in judged])
+    answer = aggregate(rule, classes, probabilities)
+    answer["key_slices"] = [judged[k]["index"] for k in answer["key_slices"]]
+    return {**base, **answer}
