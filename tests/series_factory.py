@@ -123,3 +123,86 @@ def study_zip(spec: SeriesSpec, extra: dict[str, bytes] | None = None) -> bytes:
     files["README.txt"] = b"exported by a viewer"
     files.update(extra or {})
     return zipped(files)
+
+
+def pattern(spec: SeriesSpec, index: int) -> np.ndarray:
+    """A slice whose content shows its orientation: its grey level plus a ramp to the right and
+    a brighter top-left corner (grey in [0, 1])."""
+    size = spec.size
+    ramp = np.tile(np.linspace(0.0, 0.1, size), (size, 1))
+    image = np.clip(spec.greys[index] + ramp, 0, 1)
+    image[: size // 4, : size // 4] = 1.0
+    return image
+
+
+def stored_values(grey: np.ndarray, window: tuple[float, float] = WINDOW) -> np.ndarray:
+    """Stored values (HU + 1024, rounded) that display as `grey` through `window`."""
+    return np.round(window[0] - window[1] / 2 + grey * window[1]) + 1024.0
+
+
+def single_frame_files(spec: SeriesSpec) -> list[bytes]:
+    return [slice_file(spec, i, i + 1, pixels=pattern(spec, i)) for i in range(len(spec.greys))]
+
+
+def enhanced_ct(spec: SeriesSpec) -> bytes:
+    """The series as one multi-frame Enhanced CT object, frames stored last slice first."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    enhanced_uid = "1.2.840.10008.5.1.4.1.1.2.1"
+    order = list(range(len(spec.greys)))[::-1]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = enhanced_uid
+    meta.MediaStorageSOPInstanceUID = spec.series_uid + ".1000"
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = enhanced_uid, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = spec.study_uid, spec.series_uid
+    ds.SeriesNumber, ds.InstanceNumber, ds.Modality = spec.series_number, 1, "CT"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientName, ds.PatientID = spec.patient, spec.patient_id
+    ds.Rows = ds.Columns = spec.size
+    ds.NumberOfFrames = len(order)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    shared = Dataset()
+    shared.PlaneOrientationSequence = [Dataset()]
+    shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(spec.orientation)
+    shared.PixelValueTransformationSequence = [Dataset()]
+    transform = shared.PixelValueTransformationSequence[0]
+    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = 1.0, -1024.0, "HU"
+    shared.FrameVOILUTSequence = [Dataset()]
+    shared.FrameVOILUTSequence[0].WindowCenter, shared.FrameVOILUTSequence[0].WindowWidth = WINDOW
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for index in order:
+        group = Dataset()
+        group.PlanePositionSequence = [Dataset()]
+        z = spec.first_z_mm + index * spec.spacing_mm
+        group.PlanePositionSequence[0].ImagePositionPatient = [-100.0, -100.0, z]
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    stored = np.stack([stored_values(pattern(spec, i)) for i in order]).astype(np.uint16)
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def nifti(spec: SeriesSpec, compress: bool = True) -> bytes:
+    """The series as a NIfTI volume of Hounsfield units, stored in RAS+ voxel order (the
+    reader must turn it back to the DICOM display)."""
+    import gzip
+
+    import nibabel as nib
+
+    size, count = spec.size, len(spec.greys)
+    lps = np.zeros((size, size, count))  # [column (x, to the left), row (y, to posterior), z]
+    for index in range(count):
+        lps[:, :, index] = (stored_values(pattern(spec, index)) - 1024.0).T
+    ras = lps[::-1, ::-1, :]
+    affine = np.diag([1.0, 1.0, spec.spacing_mm, 1.0])
+    affine[:3, 3] = [100.0 - (size - 1), 100.0 - (size - 1), spec.first_z_mm]
+    data = nib.Nifti1Image(ras.astype(np.int16), affine).to_bytes()
+    return gzip.compress(data) if compress else data

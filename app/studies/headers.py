@@ -9,8 +9,17 @@ from typing import Any
 from app.studies.series import SliceHeader
 
 
-def read_header(member: str, data: bytes) -> SliceHeader | str:
-    """The header of an image file, or why the file is skipped (not DICOM, no pixels, ...)."""
+def read_header(member: str, data: bytes) -> list[SliceHeader] | str:
+    """The slices of an image file (one; a multi-frame object's frames; a NIfTI volume's axial
+    slices), or why the file is skipped (not DICOM, no pixels, ...)."""
+    from app.errors import InvalidImage
+    from app.studies.volumes import enhanced_headers, is_nifti, nifti_headers
+
+    if is_nifti(data):
+        try:
+            return nifti_headers(member, data)
+        except InvalidImage as exc:
+            return exc.detail
     try:
         import pydicom
         from pydicom.errors import InvalidDicomError
@@ -24,9 +33,13 @@ def read_header(member: str, data: bytes) -> SliceHeader | str:
         return "the DICOM header cannot be parsed"
     if "Rows" not in dataset or "Columns" not in dataset:
         return "a DICOM file without an image"
-    if int(_value(dataset, "NumberOfFrames") or 1) > 1:
-        return "a multi-frame DICOM object (send the series as single-frame files)"
-    return _slice_header(member, dataset)
+    header = _slice_header(member, dataset)
+    if isinstance(header, str) or int(_value(dataset, "NumberOfFrames") or 1) <= 1:
+        return header if isinstance(header, str) else [header]
+    try:
+        return enhanced_headers(member, dataset, header)
+    except InvalidImage as exc:
+        return exc.detail
 
 
 def _slice_header(member: str, dataset: Any) -> SliceHeader | str:

@@ -4,14 +4,13 @@ applicability check → per-slice answers and the study-level answer from the ju
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from app.errors import InvalidImage, PayloadTooLarge
+from app.errors import PayloadTooLarge
 from app.imaging.preprocess import to_model_input
 from app.inference.applicability import OUTSIDE
 from app.inference.predict import Scored, default_window, judge, run_model
@@ -20,6 +19,7 @@ from app.studies.aggregate import NOT_VALIDATED, StudyRule, aggregate
 from app.studies.headers import read_header
 from app.studies.series import ChosenSeries, SliceHeader, choose_series
 from app.studies.sources import StudySource
+from app.studies.volumes import FrameReader
 
 Progress = Callable[[int, int], None]  # (slices done, slices in all)
 
@@ -59,13 +59,14 @@ def analyse_study(
 
 def read_headers(source: StudySource) -> tuple[list[SliceHeader], list[dict[str, Any]]]:
     """Every file's header; files that are not DICOM images are listed with the reason."""
-    headers, skipped = [], []
+    headers: list[SliceHeader] = []
+    skipped = []
     for name in source.names():
-        header = read_header(name, source.read(name))
-        if isinstance(header, str):
-            skipped.append({"file": name, "reason": header})
+        found = read_header(name, source.read(name))
+        if isinstance(found, str):
+            skipped.append({"file": name, "reason": found})
         else:
-            headers.append(header)
+            headers += found
     return headers, skipped
 
 
@@ -79,9 +80,10 @@ def classify_slices(
     """Per-slice answers in slice order, `batch_size` slices per `session.run`."""
     rows: list[dict[str, Any]] = []
     total = len(chosen.slices)
+    reader = FrameReader(source.read)
     for start in range(0, total, batch_size):
         batch = chosen.slices[start : start + batch_size]
-        tensors, described = zip(*(slice_input(model, source, h) for h in batch), strict=True)
+        tensors, described = zip(*(slice_input(model, reader, h) for h in batch), strict=True)
         outputs = run_model(model, np.stack(tensors)).rows()
         for offset, (header, scored, info) in enumerate(
             zip(batch, outputs, described, strict=True)
@@ -93,19 +95,11 @@ def classify_slices(
 
 
 def slice_input(
-    model: LoadedModel, source: StudySource, header: SliceHeader
+    model: LoadedModel, reader: FrameReader, header: SliceHeader
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One slice's model input and what the applicability gate reads of its header."""
-    import pydicom
-
-    from app.imaging.dicom import decode_dataset
-
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(source.read(header.member)))
-    except Exception as exc:  # read once already; a file that changed or fails late
-        raise InvalidImage(f"{header.member}: the DICOM file cannot be parsed") from exc
-    decoded = decode_dataset(dataset, default_window(model))
-    described = {"modality": decoded.modality, "body_part": decoded.body_part}
+    decoded = reader.decoded(header, default_window(model))
+    described = {"modality": header.modality or None, "body_part": decoded.body_part}
     return to_model_input(decoded.pixels, model.card.input), described
 
 
@@ -121,8 +115,9 @@ def slice_row(
     return {
         "index": index,
         "position_mm": chosen.positions_mm[index],
-        "instance_number": header.instance_number,
-        "sop_instance_uid": header.sop_uid,
+        "instance_number": header.instance_number if header.frame is None else None,
+        "frame": None if header.frame is None else header.frame + 1,
+        "sop_instance_uid": header.sop_uid or None,
         "probabilities": {c: float(p) for c, p in zip(classes, scored.probabilities, strict=True)},
         "applicability": judge(model, scored.score, described),
     }

@@ -36,6 +36,7 @@ class SliceHeader:
     size: tuple[int, int]
     patient_key: str
     series_number: int | None = None
+    frame: int | None = None  # the frame of a multi-frame object or the slice of a volume
 
 
 @dataclass
@@ -90,8 +91,8 @@ def why_left_out(members: list[SliceHeader], modalities: list[str]) -> str | Non
         return "localizer (scout) images"
     if first.sop_class.startswith(SECONDARY_CAPTURE):
         return "secondary capture"
-    if modalities and first.modality not in modalities:
-        return f"modality {first.modality or 'missing'}, not {' or '.join(modalities)}"
+    if modalities and first.modality and first.modality not in modalities:
+        return f"modality {first.modality}, not {' or '.join(modalities)}"
     if kinds & {"DERIVED", "SECONDARY"}:
         return "derived or secondary images (ImageType), not original"
     normal = slice_normal(first.orientation)
@@ -126,6 +127,8 @@ def order_slices(members: list[SliceHeader]) -> ChosenSeries:
             "InstanceNumber (ImagePositionPatient or ImageOrientationPatient missing)",
         )
     chosen.notes += quality_notes(chosen)
+    if not members[0].modality:
+        chosen.notes.append("no Modality or BodyPartExamined (NIfTI): only the pixels are checked")
     return chosen
 
 
