@@ -276,3 +276,36 @@ def test_a_series_of_real_head_ct_slices_answers_as_single_uploads(tmp_path: Pat
             for name, p in row["probabilities"].items():
                 assert p == pytest.approx(single["probabilities"][name], abs=1e-5)
         assert answer["study"]["rule"]["rule"] == "smoothed_max"
+
+
+def related_body(files: list[bytes], boundary: str = "stow-boundary-1") -> tuple[bytes, str]:
+    """A STOW-RS shaped body: one `application/dicom` part per file."""
+    chunks = []
+    for data in files:
+        chunks.append(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+        )
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_a_stow_rs_shaped_body_is_a_study_too(client: TestClient) -> None:
+    files = series_files(SeriesSpec(GREYS))
+    body, content_type = related_body(files[::-1])
+    answer = client.post(
+        "/v1/models/toy/studies", content=body, headers={"Content-Type": content_type}
+    ).json()
+    from_zip = post_zip(client, zipped({str(i): f for i, f in enumerate(files)}))
+    assert [r["sop_instance_uid"] for r in answer["slices"]] == [
+        r["sop_instance_uid"] for r in from_zip["slices"]
+    ]
+    queued = client.post(
+        "/v1/models/toy/studies",
+        content=body,
+        headers={"Content-Type": content_type, "Prefer": "respond-async"},
+    )
+    assert queued.status_code == 202
+    missing = client.post(
+        "/v1/models/toy/studies", content=body, headers={"Content-Type": "multipart/related"}
+    )
+    assert missing.status_code == 400 and "boundary" in missing.json()["detail"]

@@ -1,0 +1,114 @@
+"""Study uploads off the wire: a body spooled to a temporary file (zip or one file), the
+parts of a multipart form or of a multipart/related (STOW-RS shaped) body, and what a queued job
+keeps of them in its folder."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from app.api.jobs import save_parts
+from app.config import Settings
+from app.errors import BadRequest, PayloadTooLarge
+from app.studies.related import RelatedParts
+from app.studies.sources import ZIP_MAGIC, PartsSource, StudyLimits, StudySource, ZipSource
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger uploads go to a temporary file
+
+
+async def spool_body(request: Request, max_bytes: int) -> IO[bytes]:
+    """The request body in a spooled temporary file (on disk past 8 MiB); 413 past the cap."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (returned)
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            spool.close()
+            raise PayloadTooLarge(f"the study exceeds the {max_bytes}-byte upload limit")
+        spool.write(chunk)
+    if not total:
+        spool.close()
+        raise BadRequest("no study: send a zip, multipart `file` parts or a DICOM file")
+    spool.seek(0)
+    return spool
+
+
+def body_source(spool: IO[bytes], limits: StudyLimits) -> StudySource:
+    """A zip archive, else one DICOM file."""
+    is_zip = spool.read(4) == ZIP_MAGIC
+    spool.seek(0)
+    if is_zip:
+        return ZipSource(spool, limits)
+
+    def whole() -> bytes:
+        spool.seek(0)
+        return spool.read()
+
+    return PartsSource([whole], limits)
+
+
+def parts_source(files: list[Any], limits: StudyLimits) -> StudySource:
+    """The uploaded `file` parts (Starlette spools each to disk past 1 MiB)."""
+    uploads = [f for f in files if isinstance(f, UploadFile)]
+    if not uploads:
+        raise BadRequest("send the study's files as multipart `file` parts")
+
+    def reader(upload: UploadFile) -> Any:
+        def read() -> bytes:
+            upload.file.seek(0)
+            return upload.file.read()
+
+        return read
+
+    return PartsSource([reader(u) for u in uploads], limits)
+
+
+async def save_form_parts(request: Request, settings: Settings, folder: Path) -> None:
+    form = await request.form(max_files=settings.max_study_files + 1)
+    try:
+        uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+        if not uploads:
+            raise BadRequest("send the study's files as multipart `file` parts")
+        if len(uploads) > settings.max_study_files:
+            raise PayloadTooLarge(
+                f"{len(uploads)} files sent; the limit is {settings.max_study_files}"
+            )
+        save_parts(folder, [await upload.read() for upload in uploads])
+    finally:
+        await form.close()
+
+
+async def read_related(request: Request, boundary: bytes, settings: Settings) -> RelatedParts:
+    """A multipart/related (STOW-RS shaped) body, parsed as it streams in; 413 past the cap."""
+    parts = RelatedParts(boundary, settings.max_study_files)
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > settings.max_study_bytes:
+                raise PayloadTooLarge(
+                    f"the study exceeds the {settings.max_study_bytes}-byte upload limit"
+                )
+            parts.feed(chunk)
+    except BaseException:
+        parts.close()
+        raise
+    return parts
+
+
+async def save_body(request: Request, max_bytes: int, path: Path) -> None:
+    """The request body streamed into `path`; 413 past the cap, 400 when empty."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    total = 0
+    with path.open("wb") as handle:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > max_bytes:
+                raise PayloadTooLarge(f"the study exceeds the {max_bytes}-byte upload limit")
+            handle.write(chunk)
+    if not total:
+        raise BadRequest("no study: send a zip, multipart `file` parts or a DICOM file")
