@@ -11,7 +11,8 @@ from app.studies.series import SliceHeader
 
 def read_header(member: str, data: bytes) -> list[SliceHeader] | str:
     """The slices of an image file (one; a multi-frame object's frames; a NIfTI volume's axial
-    slices), or why the file is skipped (not DICOM, no pixels, ...)."""
+    slices), or why the file is skipped (not DICOM, no pixels, ...). `data` may be only the
+    file's start: a header that runs past it "cannot be parsed"."""
     from app.errors import InvalidImage
     from app.studies.volumes import enhanced_headers, is_nifti, nifti_headers
 

@@ -62,12 +62,26 @@ def read_headers(source: StudySource) -> tuple[list[SliceHeader], list[dict[str,
     headers: list[SliceHeader] = []
     skipped = []
     for name in source.names():
-        found = read_header(name, source.read(name))
+        found = read_header_of(source, name)
         if isinstance(found, str):
             skipped.append({"file": name, "reason": found})
         else:
             headers += found
     return headers, skipped
+
+
+HEAD_BYTES = 64 * 1024  # DICOM headers are read from the start of a file, pixels left out
+
+
+def read_header_of(source: StudySource, name: str) -> list[SliceHeader] | str:
+    """A file's slices from its first bytes; the whole file when those do not hold the header
+    (a large one) or the file is a volume (NIfTI, Enhanced CT: their slices need it all)."""
+    head = source.head(name, HEAD_BYTES)
+    if len(head) == HEAD_BYTES:
+        found = read_header(name, head)
+        if not isinstance(found, str) and len(found) == 1 and found[0].frame is None:
+            return found
+    return read_header(name, source.read(name))
 
 
 def classify_slices(

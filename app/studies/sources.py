@@ -31,6 +31,8 @@ class StudySource(Protocol):
 
     def read(self, name: str) -> bytes: ...
 
+    def head(self, name: str, size: int) -> bytes: ...
+
     def close(self) -> None: ...
 
 
@@ -73,6 +75,14 @@ class ZipSource:
             raise InvalidImage(f"zip member {name!r} is larger than its header says")
         return data
 
+    def head(self, name: str, size: int) -> bytes:
+        """The first `size` bytes of a member (a DICOM header), without inflating the rest."""
+        try:
+            with self._zip.open(self._infos[name]) as member:
+                return member.read(size)
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+            raise InvalidImage(f"zip member {name!r} cannot be read ({exc})") from exc
+
 
 def check_archive(infos: list[zipfile.ZipInfo], limits: StudyLimits) -> None:
     """413 for too many members or too many bytes once expanded; 422 for a member that expands
@@ -113,6 +123,10 @@ class FolderSource:
     def read(self, name: str) -> bytes:
         return self._files[name].read_bytes()
 
+    def head(self, name: str, size: int) -> bytes:
+        with self._files[name].open("rb") as handle:
+            return handle.read(size)
+
     def close(self) -> None:
         """Nothing held open."""
 
@@ -130,6 +144,9 @@ class PartsSource:
 
     def read(self, name: str) -> bytes:
         return self._readers[name]()
+
+    def head(self, name: str, size: int) -> bytes:
+        return self._readers[name]()[:size]
 
     def close(self) -> None:
         """Nothing held open (the caller owns the files)."""
