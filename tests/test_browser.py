@@ -158,3 +158,21 @@ def test_docs_page_works_offline_and_tries_a_prediction(offline: Offline, tmp_pa
     assert tab.locator("h2").count() >= 10
     tab.screenshot(path=str(screenshots(tmp_path) / "redoc.png"), full_page=False)
     assert offline.blocked == []
+
+
+def test_a_study_zip_gives_the_strip_chart_and_the_verdict(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("pydicom")
+    from tests.series_factory import SeriesSpec, study_zip
+
+    page.wait_for_selector("#model option", state="attached")
+    archive = tmp_path / "study.zip"
+    archive.write_bytes(study_zip(SeriesSpec([0.2, 0.2, 0.8, 0.8, 0.5, 0.2])))
+    page.set_input_files("#study-zip", str(archive))
+    page.click("#study-go")
+    page.wait_for_selector("#study-result:not([hidden])")
+    verdict = page.inner_text("#study-verdict")
+    assert verdict.startswith("Study: ") and "5 of 6 slices judged, 1 outside" in verdict
+    assert page.locator("#strip polyline").count() == 2
+    assert page.locator("#keys tr").count() == 1 + 3
+    assert "not validated on study labels" in page.inner_text("#study-result")
+    page.screenshot(path=str(screenshots(tmp_path) / "web-study.png"), full_page=True)
