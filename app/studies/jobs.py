@@ -25,6 +25,15 @@ CREATE TABLE IF NOT EXISTS jobs (
 )"""
 
 
+UPDATES = {
+    "status": "UPDATE jobs SET status = ?, updated = ? WHERE id = ?",
+    "done": "UPDATE jobs SET done = ?, updated = ? WHERE id = ?",
+    "total": "UPDATE jobs SET total = ?, updated = ? WHERE id = ?",
+    "result": "UPDATE jobs SET result = ?, updated = ? WHERE id = ?",
+    "error": "UPDATE jobs SET error = ?, updated = ? WHERE id = ?",
+}
+
+
 class Cancelled(Exception):
     """Raised inside a running job whose cancellation was asked for."""
 
@@ -64,13 +73,12 @@ class JobStore:
         return None if row is None else _as_job(row)
 
     def update(self, job_id: str, **fields: Any) -> None:
-        names = ", ".join(f"{name} = ?" for name in fields)
-        values = [json.dumps(v) if name in ("result", "error") else v for name, v in fields.items()]
+        """Set some of status, done, total, result and error (the last two as JSON)."""
+        now = time.time()
         with self._lock, self._db:
-            self._db.execute(
-                f"UPDATE jobs SET {names}, updated = ? WHERE id = ?",  # noqa: S608 (fixed names)
-                (*values, time.time(), job_id),
-            )
+            for name, value in fields.items():
+                stored = json.dumps(value) if name in ("result", "error") else value
+                self._db.execute(UPDATES[name], (stored, now, job_id))
 
     def status(self, job_id: str) -> str | None:
         job = self.get(job_id)
