@@ -43,14 +43,20 @@ def serve(
 
 @cli.command()
 def predict(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image or DICOM")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, help="Image or DICOM; a folder of independent images gives a CSV"
+        ),
+    ],
     model: Annotated[
         str | None, typer.Option(help="Model name (default: the default model)")
     ] = None,
     version: Annotated[int | None, typer.Option(help="Pin a model version")] = None,
     models_dir: Annotated[Path | None, typer.Option(help="Model store (CTSCAN_MODELS_DIR)")] = None,
 ) -> None:
-    """Classify one file without a server and print the result as JSON."""
+    """Classify one file without a server and print the result as JSON; for a folder, one CSV
+    row per image (path, label, verdict, score, probabilities) with a progress bar on stderr."""
     from app.errors import ServiceError
     from app.inference.predict import predict_bytes
     from app.inference.store import ModelStore
@@ -60,6 +66,11 @@ def predict(
     store.load_all()
     try:
         loaded = store.get(model or store.default_name(), version)
+        if file.is_dir():
+            from app.folder_csv import write_folder_csv
+
+            write_folder_csv(loaded, file, settings.max_image_pixels)
+            return
         result = predict_bytes(loaded, file.read_bytes(), settings.max_image_pixels)
     except ServiceError as exc:
         typer.echo(f"error: {exc.title}: {exc.detail}", err=True)

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -120,7 +121,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     title = titles.get(exc.status_code, "HTTP error")
     slug = title.lower().replace(" ", "-")
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:  # Starlette names only the first route of the path
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
     return problem_response(exc.status_code, title, str(exc.detail), slug, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the request's path answers."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -235,3 +235,35 @@ def test_abandoned_requests_are_dropped_not_computed(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_predict_on_a_folder_writes_one_csv_row_per_image(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    write_model(tmp_path / "models", "toy", with_check=True)
+    images = tmp_path / "images"
+    (images / "nested").mkdir(parents=True)
+    (images / "dark.png").write_bytes(png_bytes(51))
+    (images / "nested" / "grey.png").write_bytes(png_bytes(128))
+    (images / "notes.txt").write_text("not an image")
+    result = CliRunner().invoke(
+        cli, ["predict", str(images), "--model", "toy", "--models-dir", str(tmp_path / "models")]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    by_path = {row["path"]: row for row in rows}
+    assert set(by_path) == {"dark.png", "nested/grey.png", "notes.txt"}
+    assert by_path["dark.png"]["label"] == "dark" and by_path["dark.png"]["verdict"] == "in_domain"
+    assert (
+        by_path["nested/grey.png"]["label"] == ""
+        and by_path["nested/grey.png"]["verdict"] == "outside"
+    )
+    assert float(by_path["dark.png"]["dark"]) + float(
+        by_path["dark.png"]["bright"]
+    ) == pytest.approx(1.0, abs=1e-5)
+    assert "not a supported image" in by_path["notes.txt"]["problem"]

@@ -24,6 +24,10 @@ _STORE = ModelStore(_SETTINGS)
 _STORE.load_all()  # loaded up front: schemathesis calls the app without running its lifespan
 APP = create_app(_SETTINGS, store=_STORE)
 schemathesis.serializer.alias("application/dicom", "application/octet-stream")  # raw DICOM body
+schemathesis.serializer.alias("application/zip", "application/octet-stream")  # a study zip
+schemathesis.serializer.alias(
+    'multipart/related; type="application/dicom"', "application/octet-stream"
+)  # STOW-RS shaped
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 

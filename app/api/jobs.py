@@ -74,7 +74,7 @@ def save_parts(folder: Path, parts: list[bytes]) -> None:
         (folder / f"part-{index + 1:05d}").write_bytes(data)
 
 
-@router.get("/{job_id}", responses=problem_responses(404), summary="A study job")
+@router.get("/{job_id}", responses=problem_responses(404, 503), summary="A study job")
 async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     job = jobs.store.get(job_id)
     if job is None:
@@ -84,7 +84,7 @@ async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
 
 @router.delete(
     "/{job_id}",
-    responses=problem_responses(404),
+    responses=problem_responses(404, 503),
     summary="Cancel a queued or running job, or remove a finished one",
 )
 async def delete_job(job_id: str, jobs: JobsDep) -> Response:

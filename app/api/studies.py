@@ -31,6 +31,46 @@ from app.studies.sources import (
 from app.upload import is_multipart
 
 router = APIRouter(tags=["studies"])
+STUDY_EXAMPLE: dict[str, Any] = {
+    "model": "head-ct-hemorrhage",
+    "version": 3,
+    "series": {
+        "study_instance_uid": "1.2.826.0.1.3680043.10.1234.1",
+        "series_instance_uid": "1.2.826.0.1.3680043.10.1234.1.2",
+        "series_number": 2,
+        "modality": "CT",
+        "slices": 32,
+        "ordered_by": "ImagePositionPatient along the slice normal",
+        "notes": [],
+    },
+    "skipped": [
+        {"series_instance_uid": "1.2.826.0.1.3680043.10.1234.1.2.99", "slices": 1,
+         "reason": "localizer (scout) images"},
+        {"file": "README.txt", "reason": "not a DICOM file"},
+    ],
+    "slices": [
+        {"index": 0, "position_mm": -100.0, "instance_number": 32, "frame": None,
+         "sop_instance_uid": "1.2.826.0.1.3680043.10.1234.1.2.1",
+         "probabilities": {"hemorrhage": 0.02, "normal": 0.98},
+         "applicability": {"verdict": "in_domain", "score": 1.3, "threshold": 4.0,
+                           "reason": None}},
+    ],
+    "study": {
+        "label": "normal", "probabilities": {"hemorrhage": 0.08, "normal": 0.92},
+        "rule": {"rule": "smoothed_max", "finding": "hemorrhage", "window": 3, "key_slices": 3},
+        "judgeable_slices": 30, "left_out": {"outside": 2}, "key_slices": [11, 12, 13],
+        "note": "The study-level rule is not validated on study labels: the models were trained "
+        "and judged on single slices.",
+    },
+}  # fmt: skip
+STUDY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    200: {
+        "description": "The series used, what was skipped, every slice in order, the study",
+        "content": {"application/json": {"example": STUDY_EXAMPLE}},
+    },
+    202: {"description": "With `Prefer: respond-async`: the job, at `Location: /v1/jobs/{id}`"},
+}
 STUDY_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -151,7 +191,7 @@ def count_verdicts(pipeline: Any, answer: dict[str, Any]) -> None:
 
 @router.post(
     "/v1/models/{name}/studies",
-    responses=ERRORS,
+    responses=STUDY_RESPONSES,
     openapi_extra=STUDY_BODY,
     summary="Classify a whole DICOM series: every slice in order and the study",
 )
@@ -161,7 +201,7 @@ async def study(name: str, pipeline: PipelineDep) -> JSONResponse:
 
 @router.post(
     "/v1/models/{name}/versions/{version}/studies",
-    responses=ERRORS,
+    responses=STUDY_RESPONSES,
     openapi_extra=STUDY_BODY,
     summary="Classify a whole DICOM series with a pinned model version",
 )
