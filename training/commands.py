@@ -61,7 +61,9 @@ def parse_augment(text: str | None) -> dict[str, float]:
 def train(
     data: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Dataset folder")],
     name: Annotated[str, typer.Option(help="Model name, e.g. chest-ct-cancer")],
-    arch: Annotated[str, typer.Option(help="compact | vgg19 | resnet50")] = "compact",
+    arch: Annotated[
+        str, typer.Option(help="compact | vgg19 | resnet50 | efficientnet-lite0")
+    ] = "compact",
     weights: Annotated[str, typer.Option(help="imagenet | none | PATH to weights")] = "none",
     head: Annotated[str, typer.Option(help="gap (default) | vgg (Flatten + 2x4096)")] = "gap",
     width: WidthOption = 1.0,
@@ -246,7 +248,9 @@ def pretrain(
 
 def _in_graph(arch: str) -> list[str]:
     steps = ["softmax(logits / temperature)"]
-    if arch != "compact":
+    if arch == "efficientnet-lite0":
+        steps.insert(0, "grey → 3 channels, minus 0.498, over 0.502 (EfficientNet-Lite input)")
+    elif arch != "compact":
         steps.insert(0, "grey → 3 channels, x255, minus ImageNet caffe means")
     return steps
 

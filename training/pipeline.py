@@ -207,11 +207,21 @@ def _architecture(request: TrainRequest, served: Any, members: int) -> dict[str,
         "head": config.head,
         "width": config.width,
         "weights_init": config.weights,
-        "pretraining": read_provenance(config.weights),
+        "pretraining": _pretrained_source(config),
         "ensemble_members": members,
         "test_time_augmentation": "horizontal flip" if config.tta_flip else None,
         "parameters": int(served.count_params()),
     }
+
+
+def _pretrained_source(config: Any) -> dict[str, Any] | None:
+    """Where the starting weights came from: `ctscan pretrain`'s record, or the package and
+    checksum of EfficientNet-Lite0's ImageNet checkpoint."""
+    if config.arch == "efficientnet-lite0" and config.weights == "imagenet":
+        from training.efficientnet_lite import provenance
+
+        return {"method": "ImageNet-1k classification (published weights)", **provenance()}
+    return read_provenance(config.weights)
 
 
 def _training(
