@@ -135,11 +135,14 @@ def test_without_positions_the_order_is_the_instance_number_and_said(client: Tes
     assert all(r["position_mm"] is None for r in answer["slices"])
 
 
-def test_duplicate_positions_and_mixed_sizes_are_reported(client: TestClient) -> None:
+def test_duplicate_positions_gaps_and_mixed_sizes_are_reported(client: TestClient) -> None:
     spec = SeriesSpec([0.2] * 4, z_override={2: -97.5}, sizes=[32, 32, 32, 48])
     notes = post_zip(client, study_zip(spec))["series"]["notes"]
     assert "1 slice(s) share a position with the slice before them" in notes
     assert any(note.startswith("mixed image sizes") for note in notes)
+    gapped = SeriesSpec([0.2] * 5, z_override={3: -90.0, 4: -87.5})  # 2.5 mm steps, one of 5
+    notes = post_zip(client, study_zip(gapped))["series"]["notes"]
+    assert "1 gap(s) in the series: steps of [5.0] mm, spacing 2.5 mm" in notes
 
 
 def test_the_series_with_most_slices_is_chosen_and_the_others_named(client: TestClient) -> None:
@@ -309,3 +312,17 @@ def test_a_stow_rs_shaped_body_is_a_study_too(client: TestClient) -> None:
         "/v1/models/toy/studies", content=body, headers={"Content-Type": "multipart/related"}
     )
     assert missing.status_code == 400 and "boundary" in missing.json()["detail"]
+
+
+def test_key_slice_heatmaps_on_request(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_model(root, "mapped", with_check=True, with_map=True, study=FINDING)
+    with TestClient(create_app(Settings(models_dir=root, intra_op_threads=1))) as client:
+        wait_ready(client)
+        data = study_zip(SeriesSpec(GREYS))
+        plain = client.post("/v1/models/mapped/studies", content=data).json()["study"]
+        assert "key_slice_heatmaps" not in plain
+        study = client.post("/v1/models/mapped/studies?heatmaps=true", content=data).json()["study"]
+        heatmaps = study["key_slice_heatmaps"]
+        assert [h["index"] for h in heatmaps] == study["key_slices"]
+        assert all(h["overlay_png_base64"].startswith("iVBOR") for h in heatmaps)  # PNG

@@ -97,7 +97,17 @@ STUDY_BODY: dict[str, Any] = {
                 "schema": {"type": "string", "format": "binary"},
             },
         },
-    }
+    },
+    "parameters": [
+        {
+            "name": "heatmaps",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+            "description": "Add the key slices' class activation overlays (PNG, base64) to "
+            "`study.key_slice_heatmaps` (synchronous answers)",
+        }
+    ],
 }
 
 
@@ -114,7 +124,11 @@ async def classify_study(pipeline: Any, name: str, version: int | None) -> JSONR
     request: Request = pipeline.request
     if "respond-async" in request.headers.get("prefer", "").lower():
         return await queue_study(request, settings, model.card.name, model.card.version)
-    run = StudySettings(settings.study_batch_size, settings.max_study_slices)
+    run = StudySettings(
+        settings.study_batch_size,
+        settings.max_study_slices,
+        request.query_params.get("heatmaps", "").lower() in ("1", "true", "yes"),
+    )
     slots = _study_slots(request, settings)
     boundary = related_boundary(request.headers.get("content-type"))
     source: StudySource

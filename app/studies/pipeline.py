@@ -26,10 +26,11 @@ Progress = Callable[[int, int], None]  # (slices done, slices in all)
 
 @dataclass(frozen=True)
 class StudySettings:
-    """How a study is run: slices per `session.run` and the most slices accepted."""
+    """How a study is run: slices per `session.run`, the most slices accepted, heatmaps."""
 
     batch_size: int = 8
     max_slices: int = 1000
+    heatmaps: bool = False  # add the key slices' class activation overlays
 
 
 def analyse_study(
@@ -38,7 +39,8 @@ def analyse_study(
     settings: StudySettings,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The study answer (see docs/api.md, "Whole studies")."""
+    """The study answer (see docs/api.md, "Whole studies"); with `settings.heatmaps`, also the
+    key slices' class activation overlays (models that have them)."""
     headers, not_images = read_headers(source)
     modalities = model.card.applicability.modalities if model.card.applicability else []
     chosen = choose_series(headers, modalities)
@@ -47,14 +49,40 @@ def analyse_study(
             f"the series has {len(chosen.slices)} slices; the limit is {settings.max_slices}"
         )
     rows = classify_slices(model, source, chosen, settings.batch_size, progress)
+    study = study_answer(model, rows)
+    if settings.heatmaps and model.card.output.activation_map:
+        study["key_slice_heatmaps"] = key_heatmaps(model, source, chosen, study["key_slices"])
     return {
         "model": model.card.name,
         "version": model.card.version,
         "series": describe_series(chosen),
         "skipped": chosen.skipped + not_images,
         "slices": rows,
-        "study": study_answer(model, rows),
+        "study": study,
     }
+
+
+def key_heatmaps(
+    model: LoadedModel, source: StudySource, chosen: ChosenSeries, keys: list[int]
+) -> list[dict[str, Any]]:
+    """The class activation overlay of each key slice (the explain endpoint's, as PNG)."""
+    from app.inference.explain import explain
+    from app.inference.predict import PreparedInput
+
+    reader = FrameReader(source.read)
+    overlays = []
+    for index in keys:
+        decoded = reader.decoded(chosen.slices[index], default_window(model))
+        prepared = PreparedInput(decoded, to_model_input(decoded.pixels, model.card.input))
+        explained = explain(model, prepared, None)["explanation"]
+        overlays.append(
+            {
+                "index": index,
+                "class": explained["class"],
+                "overlay_png_base64": explained["overlay_png_base64"],
+            }
+        )
+    return overlays
 
 
 def read_headers(source: StudySource) -> tuple[list[SliceHeader], list[dict[str, Any]]]:

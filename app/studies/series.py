@@ -133,12 +133,20 @@ def order_slices(members: list[SliceHeader]) -> ChosenSeries:
 
 
 def quality_notes(chosen: ChosenSeries) -> list[str]:
-    """Duplicate positions and mixed image sizes, said in the answer."""
+    """Duplicate positions, gaps (a step over 1.5 times the usual spacing) and mixed image
+    sizes, said in the answer."""
     notes = []
     known = [p for p in chosen.positions_mm if p is not None]
-    duplicates = sum(1 for a, b in itertools.pairwise(known) if b - a < SAME_POSITION_MM)
+    steps = [b - a for a, b in itertools.pairwise(known)]
+    duplicates = sum(1 for step in steps if step < SAME_POSITION_MM)
     if duplicates:
         notes.append(f"{duplicates} slice(s) share a position with the slice before them")
+    spacing = float(np.median([s for s in steps if s >= SAME_POSITION_MM] or [0.0]))
+    gaps = [round(step, 3) for step in steps if spacing > 0 and step > 1.5 * spacing]
+    if gaps:
+        notes.append(
+            f"{len(gaps)} gap(s) in the series: steps of {gaps} mm, spacing {spacing:g} mm"
+        )
     sizes = {h.size for h in chosen.slices}
     if len(sizes) > 1:
         notes.append(f"mixed image sizes: {sorted(sizes)}")
