@@ -75,6 +75,9 @@ def train(
     max_folds: Annotated[int | None, typer.Option(help="Run only the first N folds")] = None,
     fine_tune_layers: Annotated[int, typer.Option(help="Backbone layers to fine-tune")] = 20,
     fine_tune_epochs: Annotated[int, typer.Option()] = 10,
+    fine_tune_learning_rate: Annotated[
+        float, typer.Option(help="Learning rate of the fine-tuning stage (pretrained backbones)")
+    ] = 1e-5,
     patience: Annotated[int, typer.Option(help="Early-stopping patience")] = 10,
     crop_foreground: Annotated[
         bool, typer.Option(help="Crop each image to its body before resizing (zoom-invariant)")
@@ -151,6 +154,7 @@ def train(
         learning_rate=learning_rate,
         fine_tune_layers=fine_tune_layers,
         fine_tune_epochs=fine_tune_epochs,
+        fine_tune_learning_rate=fine_tune_learning_rate,
         patience=patience,
         seed=seed,
         tta_flip=tta_flip,

@@ -2,9 +2,9 @@
 standard deviations of every member's activations (early blocks see texture and contrast, the
 last one what the classifier reads), averaged over the mirrored copy when the graph mirrors.
 Layout, block by block: all members' channel means, then all members' standard deviations
-(what `app.inference.applicability.LayerStats` reads). The members' activations of one block are
-concatenated first, so the whole output costs a few dozen nodes, not a few per member. The
-probabilities are computed by the same nodes as before, so they do not change."""
+(what `app.inference.applicability.LayerStats` reads). Each member's activation is only reduced
+(mean, sum of squares), never copied or squared whole, so the arena holds little more than
+before. The probabilities are computed by the same nodes as before, so they do not change."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ _MEMBER = re.compile(r"member(\d+)_1/(block\d+)_out_1/Relu:0$")
 
 @dataclass(frozen=True)
 class TappedLayer:
-    """One block of every member: their activation tensors (member order) and channel count."""
+    """One block of every member: their activation tensors (member order), channel count and
+    spatial size (height x width)."""
 
     block: str
     tensors: list[str]
     channels: int
+    area: int
 
     @property
     def width(self) -> int:
@@ -36,11 +38,12 @@ class TappedLayer:
 def tapped_layers(model: onnx.ModelProto) -> list[TappedLayer]:
     """The BLOCKS of every member (NCHW activations, as tf2onnx lays out convolutions)."""
     inferred = onnx.shape_inference.infer_shapes(model)
-    channels = {
-        v.name: v.type.tensor_type.shape.dim[1].dim_value
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
         for v in inferred.graph.value_info
         if len(v.type.tensor_type.shape.dim) == 4
     }
+    channels = {name: shape[1] for name, shape in shapes.items()}
     found: dict[str, dict[int, str]] = {block: {} for block in BLOCKS}
     for node in model.graph.node:
         for output in node.output:
@@ -49,9 +52,11 @@ def tapped_layers(model: onnx.ModelProto) -> list[TappedLayer]:
                 found[match.group(2)][int(match.group(1))] = output
     layers = []
     for block, members in found.items():
-        widths = {channels[t] for t in members.values()}
-        if members and len(widths) == 1:
-            layers.append(TappedLayer(block, [members[k] for k in sorted(members)], widths.pop()))
+        kinds = {(channels[t], shapes[t][2] * shapes[t][3]) for t in members.values()}
+        if members and len(kinds) == 1 and min(kinds.pop()) > 0:
+            tensors = [members[k] for k in sorted(members)]
+            first = shapes[tensors[0]]
+            layers.append(TappedLayer(block, tensors, first[1], first[2] * first[3]))
     if len(layers) != len(BLOCKS):
         raise ValueError(f"the graph has no member blocks {BLOCKS} (`memberN/blockK_out`) to tap")
     return layers
@@ -72,8 +77,7 @@ def add_features_output(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[T
     nodes, pooled = [], []
     for index, layer in enumerate(layers):
         prefix = f"applicability/{index}"
-        nodes.append(helper.make_node("Concat", layer.tensors, [f"{prefix}/all"], axis=1))
-        nodes += _moments(f"{prefix}/all", prefix)
+        nodes += _moments(tapped, layer, prefix)
         pooled += [f"{prefix}/mean", f"{prefix}/std"]
     width = sum(layer.width for layer in layers)
     nodes.append(helper.make_node("Concat", pooled, ["applicability/concat"], axis=1))
@@ -86,15 +90,31 @@ def add_features_output(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[T
     return tapped, layers
 
 
-def _moments(name: str, prefix: str) -> list[onnx.NodeProto]:
-    """Nodes giving `prefix/mean` and `prefix/std` (N, C): each channel's spatial mean and
-    standard deviation."""
+def _moments(model: onnx.ModelProto, layer: TappedLayer, prefix: str) -> list[onnx.NodeProto]:
+    """Nodes giving `prefix/mean` and `prefix/std` (N, members x C): each channel's spatial mean
+    and standard deviation, member by member. Reductions straight from each activation (a
+    mean and a sum of squares), so no activation-sized copy or square is ever held."""
+    scale = helper.make_tensor(
+        f"{prefix}/inverse_area", onnx.TensorProto.FLOAT, [], [1 / layer.area]
+    )
+    model.graph.initializer.append(scale)
+    nodes, means, squares = [], [], []
+    for member, tensor in enumerate(layer.tensors):
+        part = f"{prefix}/m{member}"
+        nodes += [
+            helper.make_node("GlobalAveragePool", [tensor], [f"{part}/gap"]),
+            helper.make_node("Flatten", [f"{part}/gap"], [f"{part}/mean"], axis=1),
+            helper.make_node(
+                "ReduceSumSquare", [tensor], [f"{part}/sumsq"], axes=[2, 3], keepdims=0
+            ),
+        ]
+        means.append(f"{part}/mean")
+        squares.append(f"{part}/sumsq")
     return [
-        helper.make_node("GlobalAveragePool", [name], [f"{prefix}/gap"]),
-        helper.make_node("Flatten", [f"{prefix}/gap"], [f"{prefix}/mean"], axis=1),
-        helper.make_node("Mul", [name, name], [f"{prefix}/square"]),
-        helper.make_node("GlobalAveragePool", [f"{prefix}/square"], [f"{prefix}/gap2"]),
-        helper.make_node("Flatten", [f"{prefix}/gap2"], [f"{prefix}/mean2"], axis=1),
+        *nodes,
+        helper.make_node("Concat", means, [f"{prefix}/mean"], axis=1),
+        helper.make_node("Concat", squares, [f"{prefix}/sumsq"], axis=1),
+        helper.make_node("Mul", [f"{prefix}/sumsq", f"{prefix}/inverse_area"], [f"{prefix}/mean2"]),
         helper.make_node("Mul", [f"{prefix}/mean", f"{prefix}/mean"], [f"{prefix}/m1sq"]),
         helper.make_node("Sub", [f"{prefix}/mean2", f"{prefix}/m1sq"], [f"{prefix}/var"]),
         helper.make_node("Relu", [f"{prefix}/var"], [f"{prefix}/var+"]),
