@@ -5,6 +5,7 @@ a request open."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import HTTPException
@@ -111,16 +112,23 @@ def is_multipart(content_type: str | None) -> bool:
     return media_type == "multipart/form-data"
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body taken as the upload itself (`curl --data-binary @slice.dcm`): 413 as
-    soon as it passes `max_bytes`, 400 when it is empty."""
-    chunks: list[bytes] = []
+async def capped_chunks(
+    request: Request, max_bytes: int, what: str = "file"
+) -> AsyncIterator[bytes]:
+    """The request body's chunks as they arrive; 413 as soon as they pass `max_bytes`."""
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > max_bytes:
-            raise PayloadTooLarge(f"the file exceeds the {max_bytes}-byte upload limit")
-        chunks.append(chunk)
+            raise PayloadTooLarge(f"the {what} exceeds the {max_bytes}-byte upload limit")
+        yield chunk
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body taken as the upload itself (`curl --data-binary @slice.dcm`): 413 as
+    soon as it passes `max_bytes`, 400 when it is empty."""
+    chunks = [chunk async for chunk in capped_chunks(request, max_bytes)]
+    total = sum(len(chunk) for chunk in chunks)
     if not total:
         raise BadRequest(
             "no image: send it as the request body or as the multipart form field `file`"

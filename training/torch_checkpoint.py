@@ -6,7 +6,8 @@ cannot run code."""
 
 from __future__ import annotations
 
-import pickle  # nosec B403: restricted to the globals below
+# pickle is used only through RestrictedUnpickler below, which resolves a fixed few globals
+import pickle  # nosec B403
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def _rebuild_tensor(storage: StorageRef, offset: int, size: Any, stride: Any, *_
     )
 
 
-class RestrictedUnpickler(pickle.Unpickler):  # nosec B301: find_class allows stand-ins only
+class RestrictedUnpickler(pickle.Unpickler):  # nosec B301
     """Resolves `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` and the
     `torch.*Storage` types; refuses every other global."""
 

@@ -16,23 +16,23 @@ from app.config import Settings
 from app.errors import BadRequest, PayloadTooLarge
 from app.studies.related import RelatedParts
 from app.studies.sources import ZIP_MAGIC, PartsSource, StudyLimits, StudySource, ZipSource
+from app.upload import capped_chunks
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger uploads go to a temporary file
+NO_STUDY = "no study: send a zip, multipart `file` parts or a DICOM file"
 
 
 async def spool_body(request: Request, max_bytes: int) -> IO[bytes]:
     """The request body in a spooled temporary file (on disk past 8 MiB); 413 past the cap."""
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (returned)
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > max_bytes:
-            spool.close()
-            raise PayloadTooLarge(f"the study exceeds the {max_bytes}-byte upload limit")
-        spool.write(chunk)
-    if not total:
+    try:
+        async for chunk in capped_chunks(request, max_bytes, "study"):
+            spool.write(chunk)
+        if not spool.tell():
+            raise BadRequest(NO_STUDY)
+    except BaseException:
         spool.close()
-        raise BadRequest("no study: send a zip, multipart `file` parts or a DICOM file")
+        raise
     spool.seek(0)
     return spool
 
@@ -85,14 +85,8 @@ async def save_form_parts(request: Request, settings: Settings, folder: Path) ->
 async def read_related(request: Request, boundary: bytes, settings: Settings) -> RelatedParts:
     """A multipart/related (STOW-RS shaped) body, parsed as it streams in; 413 past the cap."""
     parts = RelatedParts(boundary, settings.max_study_files)
-    total = 0
     try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > settings.max_study_bytes:
-                raise PayloadTooLarge(
-                    f"the study exceeds the {settings.max_study_bytes}-byte upload limit"
-                )
+        async for chunk in capped_chunks(request, settings.max_study_bytes, "study"):
             parts.feed(chunk)
     except BaseException:
         parts.close()
@@ -103,12 +97,9 @@ async def read_related(request: Request, boundary: bytes, settings: Settings) ->
 async def save_body(request: Request, max_bytes: int, path: Path) -> None:
     """The request body streamed into `path`; 413 past the cap, 400 when empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    total = 0
     with path.open("wb") as handle:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_bytes:
-                raise PayloadTooLarge(f"the study exceeds the {max_bytes}-byte upload limit")
+        async for chunk in capped_chunks(request, max_bytes, "study"):
             handle.write(chunk)
-    if not total:
-        raise BadRequest("no study: send a zip, multipart `file` parts or a DICOM file")
+        empty = not handle.tell()
+    if empty:
+        raise BadRequest(NO_STUDY)
