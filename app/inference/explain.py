@@ -10,13 +10,7 @@ import numpy as np
 from app.errors import BadRequest
 from app.imaging.overlay import normalise_map, overlay_png
 from app.imaging.preprocess import framed
-from app.inference.predict import (
-    PreparedInput,
-    Scored,
-    build_result,
-    describe_input,
-    normalise,
-)
+from app.inference.predict import PreparedInput, build_result, describe_input, run_model
 from app.inference.store import LoadedModel
 
 
@@ -25,13 +19,8 @@ def explain(model: LoadedModel, prepared: PreparedInput, target: str | None) -> 
     output = model.card.output
     if output.activation_map is None:
         raise BadRequest(f"model {model.card.name} v{model.card.version} has no activation maps")
-    spec, check = model.card.input, model.applicability
-    names = [output.name, output.activation_map] + ([check.spec.feature_output] if check else [])
-    probabilities, maps, *features = model.session.run(
-        names, {spec.name: prepared.tensor[np.newaxis]}
-    )
-    score = float(check.scores(np.asarray(features[0]))[0]) if check else None
-    scored = Scored(normalise(np.asarray(probabilities[0])), score)
+    outputs = run_model(model, prepared.tensor[np.newaxis], (output.activation_map,))
+    (scored,), (maps,) = outputs.rows(), outputs.extra
     result = build_result(model, describe_input(prepared.decoded), scored)
     classes = model.card.classes
     chosen = target or classes[int(np.argmax(scored.probabilities))]

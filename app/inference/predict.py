@@ -32,6 +32,7 @@ class Outputs:
 
     probabilities: np.ndarray  # (N, classes), rows summing to 1
     scores: np.ndarray | None  # (N,)
+    extra: tuple[np.ndarray, ...] = ()  # other graph outputs asked for, in the order asked
 
     def rows(self) -> list[Scored]:
         """One (probabilities, score) pair per input."""
@@ -83,19 +84,20 @@ def run_rows(model: LoadedModel, batch: np.ndarray) -> list[Scored]:
     return run_model(model, batch).rows()
 
 
-def run_model(model: LoadedModel, batch: np.ndarray) -> Outputs:
-    """(N, H, W, C) inputs → probabilities (and applicability scores) in one `session.run`. On
-    a provider that needs few shapes (CUDA) the batch runs padded to a power of two."""
+def run_model(model: LoadedModel, batch: np.ndarray, extra: tuple[str, ...] = ()) -> Outputs:
+    """(N, H, W, C) inputs → probabilities, applicability scores and the `extra` graph outputs
+    (e.g. activation maps) in one `session.run`. On a provider that needs few shapes (CUDA) the
+    batch runs padded to a power of two."""
     spec, check = model.card.input, model.applicability
     rows = len(batch)
     feed = pad_rows(batch, bucket_size(rows)) if pads_batches(model.provider) else batch
-    names = [model.card.output.name] + ([check.spec.feature_output] if check else [])
-    output, *features = model.session.run(names, {spec.name: feed})
+    names = [model.card.output.name, *extra] + ([check.spec.feature_output] if check else [])
+    output, *others = model.session.run(names, {spec.name: feed})
     probabilities = np.stack(
         [normalise(np.asarray(row, dtype=np.float64)) for row in output[:rows]]
     )
-    scores = check.scores(np.asarray(features[0][:rows])) if check else None
-    return Outputs(probabilities, scores)
+    scores = check.scores(np.asarray(others[-1][:rows])) if check else None
+    return Outputs(probabilities, scores, tuple(np.asarray(o[:rows]) for o in others[: len(extra)]))
 
 
 def run_in_chunks(model: LoadedModel, batch: np.ndarray, chunk: int) -> Outputs:
