@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -54,6 +57,11 @@ class Metrics:
             ["model", "version", "provider"],
             registry=self.registry,
         )
+
+    def count_verdicts(self, model: str, verdicts: Iterable[str]) -> None:
+        """Count answers by applicability verdict (one per image or slice)."""
+        for verdict, count in collections.Counter(verdicts).items():
+            self.verdicts.labels(model, verdict).inc(count)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

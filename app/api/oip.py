@@ -148,22 +148,15 @@ async def _infer(
     outputs = {OUTPUT: results.probabilities}
     parameters = {}
     if model.applicability and results.scores is not None:
-        threshold = model.applicability.spec.threshold
         outputs[SCORE] = results.scores
-        outputs[IN_DOMAIN] = (results.scores <= threshold).astype(np.float32)
-        parameters["applicability_threshold"] = threshold
-        _count_verdicts(pipeline, model, outputs[IN_DOMAIN])
+        outputs[IN_DOMAIN] = model.applicability.inside(results.scores).astype(np.float32)
+        parameters["applicability_threshold"] = model.applicability.spec.threshold
+        verdicts = [IN_DOMAIN_VERDICT if inside else OUTSIDE for inside in outputs[IN_DOMAIN]]
+        pipeline.metrics.count_verdicts(model.card.name, verdicts)
     wanted = {o.get("name") for o in parsed.outputs or []} or set(outputs)
     chosen = {name: array for name, array in outputs.items() if name in wanted}
     body = response_body(model.card.name, model.card.version, parsed.id, chosen)
     return {**body, "parameters": parameters} if parameters else body
-
-
-def _count_verdicts(pipeline: Any, model: LoadedModel, in_domain: np.ndarray) -> None:
-    counter = pipeline.metrics.verdicts
-    inside = int(in_domain.sum())
-    counter.labels(model.card.name, IN_DOMAIN_VERDICT).inc(inside)
-    counter.labels(model.card.name, OUTSIDE).inc(len(in_domain) - inside)
 
 
 def _check_requested_outputs(model: LoadedModel, outputs: list[dict[str, Any]] | None) -> None:

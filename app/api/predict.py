@@ -130,7 +130,7 @@ class Pipeline:
     def checked(self, result: dict[str, Any]) -> dict[str, Any]:
         """Count the answer's applicability verdict; refuse an outside one when so set."""
         verdict = result["applicability"]
-        self.metrics.verdicts.labels(result["model"], verdict["verdict"]).inc()
+        self.metrics.count_verdicts(result["model"], [verdict["verdict"]])
         if verdict["verdict"] == OUTSIDE and self.settings.reject_outside:
             raise OutsideDomain(
                 f"model {result['model']} cannot judge this image: {verdict['reason']}"

@@ -159,7 +159,8 @@ async def classify_study(pipeline: Any, name: str, version: int | None) -> JSONR
                     source.close()
         finally:
             spool.close()
-    count_verdicts(pipeline, answer)
+    verdicts = [row["applicability"]["verdict"] for row in answer["slices"]]
+    pipeline.metrics.count_verdicts(answer["model"], verdicts)
     return JSONResponse(answer)
 
 
@@ -195,12 +196,6 @@ def _study_slots(request: Request, settings: Settings) -> asyncio.Semaphore:
         state.study_slots = asyncio.Semaphore(settings.max_concurrent_studies)
     slots: asyncio.Semaphore = state.study_slots
     return slots
-
-
-def count_verdicts(pipeline: Any, answer: dict[str, Any]) -> None:
-    counter = pipeline.metrics.verdicts
-    for row in answer["slices"]:
-        counter.labels(answer["model"], row["applicability"]["verdict"]).inc()
 
 
 @router.post(

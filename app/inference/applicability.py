@@ -153,10 +153,14 @@ class Applicability:
     def scores(self, features: np.ndarray) -> np.ndarray:
         return self.stats.score(features)
 
+    def inside(self, scores: np.ndarray) -> np.ndarray:
+        """Whether each score is within the threshold (the pixels' part of the verdict)."""
+        return np.asarray(scores <= self.spec.threshold)
+
     def judge(self, score: float, header: dict[str, str | None] | None) -> dict[str, Any]:
         """The answer's `applicability` object for one input (`header`: DICOM tags, if any)."""
         reason = header_mismatch(self.spec, header or {})
-        if reason is None and score > self.spec.threshold:
+        if reason is None and not self.inside(np.asarray(score)):
             reason = (
                 f"the image is unlike the images this model was trained on (score {score:.3g} "
                 f"above the threshold {self.spec.threshold:.3g})"
