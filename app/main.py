@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     # created again by each lifespan run; these serve callers that run no lifespan
     app.state.runner = WorkerPool(settings.decoders, settings.max_queue, settings.retry_after_s)
     app.state.batchers = Batchers(settings, app.state.metrics)
+    app.state.study_slots = asyncio.Semaphore(settings.max_concurrent_studies)
     _add_middleware(app, settings)
     install_error_handlers(app)
     protected = [Depends(require_api_key)]
@@ -100,6 +101,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     store: ModelStore = app.state.store
     app.state.runner = WorkerPool(settings.decoders, settings.max_queue, settings.retry_after_s)
     app.state.batchers = Batchers(settings, app.state.metrics)
+    app.state.study_slots = asyncio.Semaphore(settings.max_concurrent_studies)  # this loop's
     app.state.jobs = _start_jobs(settings, store)
     loading = asyncio.create_task(asyncio.to_thread(_load_models, store))
     polling = asyncio.create_task(_poll(store, settings.poll_interval_s))

@@ -5,13 +5,14 @@ single file) in; the series used, every slice's answer in order and the study's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.jobs import BODY_FILE, accepted, get_jobs, save_parts
-from app.api.predict import ERRORS, PipelineDep
+from app.api.predict import ERRORS, RAW_IMAGE, PipelineDep
 from app.api.study_uploads import (
     body_source,
     parts_source,
@@ -78,7 +79,7 @@ STUDY_BODY: dict[str, Any] = {
         "many multipart `file` parts, or as a multipart/related (STOW-RS) body, or one DICOM "
         "file, one Enhanced CT object or one NIfTI volume",
         "content": {
-            "application/zip": {"schema": {"type": "string", "format": "binary"}},
+            "application/zip": RAW_IMAGE,
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -92,10 +93,8 @@ STUDY_BODY: dict[str, Any] = {
                     },
                 }
             },
-            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
-            'multipart/related; type="application/dicom"': {
-                "schema": {"type": "string", "format": "binary"},
-            },
+            "application/dicom": RAW_IMAGE,
+            'multipart/related; type="application/dicom"': RAW_IMAGE,
         },
     },
     "parameters": [
@@ -129,39 +128,35 @@ async def classify_study(pipeline: Any, name: str, version: int | None) -> JSONR
         settings.max_study_slices,
         request.query_params.get("heatmaps", "").lower() in ("1", "true", "yes"),
     )
-    slots = _study_slots(request, settings)
-    boundary = related_boundary(request.headers.get("content-type"))
-    source: StudySource
-    if boundary is not None:
-        parts = await read_related(request, boundary, settings)
-        try:
-            async with slots:
-                source = PartsSource(parts.readers(), limits)
-                answer = await asyncio.to_thread(analyse_study, model, source, run)
-        finally:
-            parts.close()
-    elif is_multipart(request.headers.get("content-type")):
-        form = await request.form(max_files=settings.max_study_files + 1)
-        try:
-            source = parts_source(form.getlist("file"), limits)
-            async with slots:
-                answer = await asyncio.to_thread(analyse_study, model, source, run)
-        finally:
-            await form.close()
-    else:
-        spool = await spool_body(request, settings.max_study_bytes)
-        try:
-            async with slots:
-                source = await asyncio.to_thread(body_source, spool, limits)
-                try:
-                    answer = await asyncio.to_thread(analyse_study, model, source, run)
-                finally:
-                    source.close()
-        finally:
-            spool.close()
+    async with contextlib.AsyncExitStack() as held:
+        source = await open_source(request, settings, limits, held)
+        async with request.app.state.study_slots:
+            answer = await asyncio.to_thread(analyse_study, model, source, run)
     verdicts = [row["applicability"]["verdict"] for row in answer["slices"]]
     pipeline.metrics.count_verdicts(answer["model"], verdicts)
     return JSONResponse(answer)
+
+
+async def open_source(
+    request: Request, settings: Settings, limits: StudyLimits, held: contextlib.AsyncExitStack
+) -> StudySource:
+    """The upload as a study source, whatever its shape; what it holds open (the parts, the
+    form, the spooled body, the archive) is closed when `held` closes."""
+    content_type = request.headers.get("content-type")
+    boundary = related_boundary(content_type)
+    if boundary is not None:
+        parts = await read_related(request, boundary, settings)
+        held.callback(parts.close)
+        return PartsSource(parts.readers(), limits)
+    if is_multipart(content_type):
+        form = await request.form(max_files=settings.max_study_files + 1)
+        held.push_async_callback(form.close)
+        return parts_source(form.getlist("file"), limits)
+    spool = await spool_body(request, settings.max_study_bytes)
+    held.callback(spool.close)
+    source = await asyncio.to_thread(body_source, spool, limits)
+    held.callback(source.close)
+    return source
 
 
 async def queue_study(
@@ -188,14 +183,6 @@ async def queue_study(
         raise
     jobs.runner.submit()
     return accepted(jobs.store.get(job_id) or {"id": job_id})
-
-
-def _study_slots(request: Request, settings: Settings) -> asyncio.Semaphore:
-    state = request.app.state
-    if getattr(state, "study_slots", None) is None:
-        state.study_slots = asyncio.Semaphore(settings.max_concurrent_studies)
-    slots: asyncio.Semaphore = state.study_slots
-    return slots
 
 
 @router.post(
