@@ -54,8 +54,8 @@ def _slice_header(member: str, dataset: Any) -> SliceHeader | str:
             image_type=tuple(str(v) for v in _list(_value(dataset, "ImageType"))),
             sop_class=str(_value(dataset, "SOPClassUID") or ""),
             instance_number=_int(_value(dataset, "InstanceNumber")),
-            position=_floats(_value(dataset, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
-            orientation=_floats(_value(dataset, "ImageOrientationPatient"), 6),
+            position=floats_of(_value(dataset, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
+            orientation=floats_of(_value(dataset, "ImageOrientationPatient"), 6),
             size=(int(dataset.Rows), int(dataset.Columns)),
             patient_key=patient_key(dataset),
             series_number=_int(_value(dataset, "SeriesNumber")),
@@ -97,7 +97,8 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _floats(value: Any, count: int) -> tuple[float, ...] | None:
+def floats_of(value: Any, count: int) -> tuple[float, ...] | None:
+    """A multi-valued numeric tag as `count` floats, or None when absent or malformed."""
     items = _list(value)
     if len(items) != count:
         return None

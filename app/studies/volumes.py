@@ -14,6 +14,7 @@ import numpy as np
 from app.errors import InvalidImage
 from app.imaging.decode import DecodedImage
 from app.imaging.dicom import Window, apply_window
+from app.studies.headers import floats_of
 from app.studies.series import SliceHeader
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -97,8 +98,8 @@ def enhanced_headers(member: str, dataset: Any, base: SliceHeader) -> list[Slice
                 base,
                 member=member,
                 instance_number=index + 1,
-                position=_floats(position, 3),
-                orientation=_floats(orientation, 6),
+                position=floats_of(position, 3),
+                orientation=floats_of(orientation, 6),
                 frame=index,
             )
         )
@@ -121,14 +122,6 @@ def _group_value(group: Any, shared: Any, sequence: str, keyword: str) -> Any:
         if item is not None and keyword in item:
             return item.get(keyword)
     return None
-
-
-def _floats(value: Any, count: int) -> tuple[float, ...] | None:
-    try:
-        items = [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-    return tuple(items) if len(items) == count else None
 
 
 class FrameReader:
