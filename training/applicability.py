@@ -32,6 +32,7 @@ class FeatureRun:
     input_name: str
     output_name: str
     layers: list[TappedLayer]
+    graph: onnx.ModelProto  # the tapped graph, as it will be installed
 
     def features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, features) of (N, H, W, C) inputs, run in batches."""
@@ -53,7 +54,7 @@ def feature_run(model: onnx.ModelProto, spec: InputSpec, output: str) -> Feature
     session = ort.InferenceSession(
         tapped.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    return FeatureRun(session, spec.name, output, layers)
+    return FeatureRun(session, spec.name, output, layers, tapped)
 
 
 def fit_member(vectors: np.ndarray, labels: np.ndarray, classes: int) -> tuple[Any, Any]:

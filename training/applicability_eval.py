@@ -24,7 +24,7 @@ from training.applicability import (
     inputs_of,
 )
 from training.compare import write_evaluation
-from training.feature_output import BLOCKS, add_features_output
+from training.feature_output import BLOCKS
 from training.robustness import RebuiltFolds, fold_predictions, member_logits_session
 from training.tasks import TASKS
 
@@ -91,17 +91,21 @@ def oof_correct(model_path: Path, folds: RebuiltFolds) -> np.ndarray:
 
 
 def install(
-    model_dir: Path, check: FittedCheck, threshold: float, quantile: float, report: dict[str, Any]
+    model_dir: Path,
+    tapped: onnx.ModelProto,
+    check: FittedCheck,
+    threshold: float,
+    quantile: float,
+    report: dict[str, Any],
 ) -> None:
     """Write the tapped graph, the statistics and the card section into `model_dir`."""
-    original = onnx.load(str(model_dir / "model.onnx"))
-    tapped, _ = add_features_output(original)
     stats_bytes = check.stats.to_bytes()
     (model_dir / STATS_FILE).write_bytes(stats_bytes)
-    onnx.save(tapped, str(model_dir / "model.onnx"))
+    graph_bytes = tapped.SerializeToString()
+    (model_dir / "model.onnx").write_bytes(graph_bytes)
     card_path = model_dir / "metadata.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    card["sha256"] = hashlib.sha256((model_dir / "model.onnx").read_bytes()).hexdigest()
+    card["sha256"] = hashlib.sha256(graph_bytes).hexdigest()
     card["applicability"] = card_section(card, check, threshold, quantile, stats_bytes)
     card["changelog"].append(
         f"{report['measured']}: applicability check added by `ctscan applicability` (graph "

@@ -37,7 +37,7 @@ def run_applicability(model_dir: Path, datasets: Path, quantile: float, cache: P
     correct = oof_correct(model_dir / "model.onnx", folds)
     report = evaluation(check, threshold, quantile, outside, correct)
     check_same_probabilities(model, folds.x[:64], probabilities[:64], run)
-    install(model_dir, check, threshold, quantile, report)
+    install(model_dir, run.graph, check, threshold, quantile, report)
     return markdown(report)
 
 
