@@ -13,15 +13,10 @@ from PIL import Image, ImageDraw
 
 from app.inference.predict import predict_bytes
 from app.inference.store import ModelStore
-from tests.factories import SHIPPED_MODELS, encode, loaded_store
+from tests.factories import encode, loaded_store
+from tests.test_shipped_models import DATASETS, FOLDERS
 
-DATASETS = SHIPPED_MODELS.parent.parent / "shared" / "datasets"
-OWN_DATA = {
-    "chest-ct-cancer": "chest_ct",
-    "sarscov2-ct": "sarscov2_ct",
-    "head-ct-hemorrhage": "head_ct",
-    "covid-xray": "covid_xray",
-}
+OWN_DATA = FOLDERS  # model name → its dataset's folder
 SHIPPED = sorted(OWN_DATA)
 # Chest CT slices of the other chest CT dataset: the check separates them only in part (the
 # cards' `evaluation.applicability` gives how much), so they are not asserted here.

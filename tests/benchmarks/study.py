@@ -30,20 +30,15 @@ from app.inference.store import LoadedModel
 from tests.factories import SHIPPED_MODELS, loaded_store
 from tests.series_factory import SeriesSpec, slice_file, zipped
 from tests.server import start_server
+from tests.test_shipped_models import DATASETS, FOLDERS
 
-DATASETS = SHIPPED_MODELS.parent.parent / "shared" / "datasets"
-FOLDERS = {
-    "chest-ct-cancer": "chest_ct",
-    "sarscov2-ct": "sarscov2_ct",
-    "head-ct-hemorrhage": "head_ct",
-}
 BATCHES = (1, 4, 8, 16, 32)
 
 
 def slice_pixels(model: str, count: int, side: int = 512) -> list[np.ndarray]:
     """Grey slices in [0, 1]: the task's own images (cycled), else drawn ellipses."""
-    folder = DATASETS / FOLDERS.get(model, "")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    images = (DATASETS / FOLDERS[model]).rglob("*") if model in FOLDERS else iter(())
+    files = sorted(p for p in images if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     if files:
         return [
             np.asarray(
