@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KNOWN_PROVIDERS = (
@@ -166,6 +166,26 @@ class Settings(BaseSettings):
         "theirs (httpx 5 s, aiohttp 15 s), so the server rarely closes a connection just as a "
         "client sends on it (uvicorn's 5 s lost 1 request in 1,024 at concurrency 256)",
     )
+    pacs_url: str | None = Field(
+        None,
+        description="DICOMweb base URL of the PACS (e.g. http://orthanc:8042/dicom-web): studies "
+        "are pulled from it by StudyInstanceUID and results stored back to it (STOW-RS)",
+    )
+    pacs_username: str | None = Field(None, description="PACS basic-auth user")
+    pacs_password: SecretStr | None = Field(None, description="PACS basic-auth password")
+    pacs_token: SecretStr | None = Field(None, description="PACS bearer token (instead of basic)")
+    pacs_timeout_s: float = Field(30.0, gt=0, description="Timeout of one PACS request")
+    pacs_retries: int = Field(
+        3, ge=0, description="Retries of a PACS request after a 5xx or a connection error"
+    )
+    pacs_backoff_s: float = Field(
+        1.0, ge=0, description="First wait before a PACS retry; doubled after each"
+    )
+    routing_file: Path | None = Field(
+        None,
+        description="TOML rules choosing the model for each study received at "
+        "POST /dicomweb/studies (docs/pacs.md); unset: received studies are refused",
+    )
     max_batch_size: int = Field(4, ge=1, description="Images per session.run; 1 = no batching")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill")
     batch_workers: int = Field(
@@ -224,7 +244,7 @@ class Settings(BaseSettings):
             return "session" if value else "off"
         return legacy.get(value.lower(), value) if isinstance(value, str) else value
 
-    @field_validator("optimized_model_dir", mode="before")
+    @field_validator("optimized_model_dir", "routing_file", "pacs_url", mode="before")
     @classmethod
     def _empty_is_off(cls, value: object) -> object:
         return None if value == "" else value

@@ -40,6 +40,10 @@ class ModelNotFound(ServiceError):
     status, title, slug = 404, "Unknown model", "model-not-found"
 
 
+class Conflict(ServiceError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
 class PayloadTooLarge(ServiceError):
     status, title, slug = 413, "Upload too large", "payload-too-large"
 

@@ -14,7 +14,19 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.admission import InFlightLimit
-from app.api import docs, explain, health, jobs, metrics, models, oip, predict, studies, web
+from app.api import (
+    dicomweb,
+    docs,
+    explain,
+    health,
+    jobs,
+    metrics,
+    models,
+    oip,
+    predict,
+    studies,
+    web,
+)
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference.batchers import Batchers
@@ -22,6 +34,7 @@ from app.inference.pool import WorkerPool
 from app.inference.store import ModelStore
 from app.memory import trim_when_idle
 from app.metrics import Metrics
+from app.pacs.routing import Routing
 from app.request_context import RequestIdMiddleware
 from app.security import require_api_key
 from app.upload import MULTIPART_OVERHEAD, BodyLimit, BodySizeLimit
@@ -55,6 +68,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.runner = WorkerPool(settings.decoders, settings.max_queue, settings.retry_after_s)
     app.state.batchers = Batchers(settings, app.state.metrics)
     app.state.study_slots = asyncio.Semaphore(settings.max_concurrent_studies)
+    app.state.routing = Routing.from_file(settings.routing_file)  # a bad file fails the start
     _add_middleware(app, settings)
     install_error_handlers(app)
     protected = [Depends(require_api_key)]
@@ -62,6 +76,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.include_router(explain.router, dependencies=protected)
     app.include_router(studies.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
+    app.include_router(dicomweb.router, dependencies=protected)
     app.include_router(oip.router, dependencies=protected)
     app.include_router(oip.open_router)
     app.include_router(models.router, dependencies=protected)

@@ -29,6 +29,7 @@ class SeriesSpec:
     series_uid: str = "1.2.826.0.1.3680043.10.1234.1.2"
     series_number: int = 2
     modality: str = "CT"
+    body_part: str | None = None
     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL")
     orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     positions: bool = True
@@ -62,11 +63,14 @@ def slice_file(
     ds.StudyInstanceUID, ds.SeriesInstanceUID = spec.study_uid, spec.series_uid
     ds.SeriesNumber, ds.InstanceNumber = spec.series_number, instance_number
     ds.Modality, ds.ImageType = spec.modality, list(spec.image_type)
+    if spec.body_part:
+        ds.BodyPartExamined = spec.body_part
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = spec.patient, spec.patient_id, "19700101"
     z = spec.z_override.get(index, spec.first_z_mm + index * spec.spacing_mm)
     if spec.positions:
         ds.ImagePositionPatient = [-100.0, -100.0, z]
         ds.ImageOrientationPatient = list(spec.orientation)
+        ds.PixelSpacing, ds.SliceThickness = [0.8, 0.8], spec.spacing_mm
     ds.Rows = ds.Columns = size
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0

@@ -62,7 +62,7 @@ def test_hadolint_accepts_the_dockerfile() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]])
+@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"], ["--profile", "pacs"]])
 def test_compose_config_is_valid(profile: list[str]) -> None:
     result = subprocess.run(
         [tool("docker-compose"), "-f", str(COMPOSE), *profile, "config"],
@@ -73,8 +73,26 @@ def test_compose_config_is_valid(profile: list[str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "target: cpu" in result.stdout
-    if profile:
+    if profile == ["--profile", "gpu"]:
         assert "capabilities:" in result.stdout and "driver: nvidia" in result.stdout
+    if profile == ["--profile", "pacs"]:
+        assert "CTSCAN_PACS_URL: http://orthanc:8042/dicom-web" in result.stdout
+        assert "CTSCAN_ROUTING_FILE: /srv/routing.toml" in result.stdout
+
+
+def test_the_pacs_profiles_orthanc_sends_to_the_services_stow_rs_endpoint() -> None:
+    """Orthanc's configuration in the pacs profile names the Lua script the PACS tests run and
+    the service's STOW-RS root; the service answers at that path."""
+    import json
+
+    from app.api.dicomweb import router
+
+    config = json.loads((ROOT / "docker" / "orthanc" / "orthanc.json").read_text())
+    assert config["LuaScripts"] == ["/etc/orthanc/ctscan.lua"]
+    assert (ROOT / "docker" / "orthanc" / "ctscan.lua").is_file()
+    url = config["DicomWeb"]["Servers"]["ctscan"]["Url"]
+    assert url == "http://ctscan-pacs:8000/dicomweb/"
+    assert "/dicomweb/studies" in {getattr(r, "path", "") for r in router.routes}
 
 
 def test_healthcheck_module_reports_unready_server() -> None:

@@ -9,7 +9,7 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.api.jobs import BODY_FILE, accepted, get_jobs, save_parts
 from app.api.predict import ERRORS, RAW_IMAGE, PipelineDep
@@ -22,7 +22,10 @@ from app.api.study_uploads import (
     spool_body,
 )
 from app.config import Settings
-from app.studies.pipeline import StudySettings, analyse_study
+from app.errors import BadRequest
+from app.inference.store import LoadedModel
+from app.pacs.delivery import JobOptions
+from app.studies.pipeline import StudySettings, run_study
 from app.studies.related import related_boundary
 from app.studies.sources import (
     PartsSource,
@@ -67,8 +70,13 @@ STUDY_EXAMPLE: dict[str, Any] = {
 STUDY_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     200: {
-        "description": "The series used, what was skipped, every slice in order, the study",
-        "content": {"application/json": {"example": STUDY_EXAMPLE}},
+        "description": "The series used, what was skipped, every slice in order, the study; "
+        "with `?output=dicom`, the DICOM results",
+        "content": {
+            "application/json": {"example": STUDY_EXAMPLE},
+            "application/zip": RAW_IMAGE,
+            'multipart/related; type="application/dicom"': RAW_IMAGE,
+        },
     },
     202: {"description": "With `Prefer: respond-async`: the job, at `Location: /v1/jobs/{id}`"},
 }
@@ -105,7 +113,17 @@ STUDY_BODY: dict[str, Any] = {
             "schema": {"type": "boolean", "default": False},
             "description": "Add the key slices' class activation overlays (PNG, base64) to "
             "`study.key_slice_heatmaps` (synchronous answers)",
-        }
+        },
+        {
+            "name": "output",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["json", "dicom"], "default": "json"},
+            "description": "`dicom`: the results as DICOM objects in the source study (a "
+            "Structured Report and a Secondary Capture per key slice), zipped, or as "
+            'multipart/related with `Accept: multipart/related; type="application/dicom"`; '
+            "with `Prefer: respond-async` the job keeps them at `/v1/jobs/{id}/results`",
+        },
     ],
 }
 
@@ -116,25 +134,63 @@ def study_limits(settings: Settings) -> StudyLimits:
     )
 
 
-async def classify_study(pipeline: Any, name: str, version: int | None) -> JSONResponse:
+async def classify_study(pipeline: Any, name: str, version: int | None) -> Response:
     settings: Settings = pipeline.settings
     model = pipeline.store.get(name, version)
     limits = study_limits(settings)
     request: Request = pipeline.request
+    dicom = wants_dicom(request)
     if "respond-async" in request.headers.get("prefer", "").lower():
-        return await queue_study(request, settings, model.card.name, model.card.version)
+        options = JobOptions(dicom=dicom)
+        return await queue_study(request, settings, model.card.name, model.card.version, options)
     run = StudySettings(
         settings.study_batch_size,
         settings.max_study_slices,
-        request.query_params.get("heatmaps", "").lower() in ("1", "true", "yes"),
+        dicom or request.query_params.get("heatmaps", "").lower() in ("1", "true", "yes"),
     )
     async with contextlib.AsyncExitStack() as held:
         source = await open_source(request, settings, limits, held)
         async with request.app.state.study_slots:
-            answer = await asyncio.to_thread(analyse_study, model, source, run)
+            answer, results = await asyncio.to_thread(analyse, model, source, run, dicom)
     verdicts = [row["applicability"]["verdict"] for row in answer["slices"]]
     pipeline.metrics.count_verdicts(answer["model"], verdicts)
+    if results is not None:
+        return dicom_response(results, request.headers.get("accept", ""))
     return JSONResponse(answer)
+
+
+def dicom_response(results: list[bytes], accept: str) -> Response:
+    """The results as multipart/related when the client accepts it, else as a zip."""
+    from app.results.files import related_body, results_zip
+
+    if "multipart/related" in accept.lower():
+        body, content_type = related_body(results)
+        return Response(body, media_type=content_type)
+    return Response(
+        results_zip(results),
+        media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="results.zip"'},
+    )
+
+
+def wants_dicom(request: Request) -> bool:
+    """`?output=dicom` (DICOM results) or `?output=json` (the default)."""
+    output = request.query_params.get("output", "json").lower()
+    if output not in ("json", "dicom"):
+        raise BadRequest(f"output is 'json' or 'dicom', not {output!r}")
+    return output == "dicom"
+
+
+def analyse(
+    model: LoadedModel, source: StudySource, run: StudySettings, dicom: bool
+) -> tuple[dict[str, Any], list[bytes] | None]:
+    """The study answer and, when asked for, its DICOM results encoded."""
+    answer, chosen = run_study(model, source, run)
+    if not dicom:
+        return answer, None
+    from app.results.bundle import encoded, study_results  # highdicom: the dicom extra
+
+    return answer, [encoded(d) for d in study_results(model, source, chosen, answer)]
 
 
 async def open_source(
@@ -160,11 +216,11 @@ async def open_source(
 
 
 async def queue_study(
-    request: Request, settings: Settings, name: str, version: int
+    request: Request, settings: Settings, name: str, version: int, options: JobOptions
 ) -> JSONResponse:
     """Spool the upload into a new job's folder and queue it: 202 + Location."""
     jobs = get_jobs(request)
-    job_id = jobs.store.create(name, version)
+    job_id = jobs.queue(name, version, options)
     folder = jobs.store.upload_dir(job_id)
     boundary = related_boundary(request.headers.get("content-type"))
     try:
@@ -191,7 +247,7 @@ async def queue_study(
     openapi_extra=STUDY_BODY,
     summary="Classify a whole DICOM series: every slice in order and the study",
 )
-async def study(name: str, pipeline: PipelineDep) -> JSONResponse:
+async def study(name: str, pipeline: PipelineDep) -> Response:
     return await classify_study(pipeline, name, None)
 
 
@@ -201,5 +257,5 @@ async def study(name: str, pipeline: PipelineDep) -> JSONResponse:
     openapi_extra=STUDY_BODY,
     summary="Classify a whole DICOM series with a pinned model version",
 )
-async def study_version(name: str, version: int, pipeline: PipelineDep) -> JSONResponse:
+async def study_version(name: str, version: int, pipeline: PipelineDep) -> Response:
     return await classify_study(pipeline, name, version)

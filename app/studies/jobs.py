@@ -1,7 +1,8 @@
 """Study jobs that outlive a request and a restart: an embedded SQLite table under the data
 directory, the upload spooled beside it, one runner thread. A job that was queued or running
-when the service stopped comes back as `interrupted`; finished results are kept for the
-retention time, then removed with their upload."""
+when the service stopped comes back as `interrupted`; a failed job keeps its upload for a retry;
+finished results are kept for the retention time, then removed with their upload and the job's
+kept folder (options, DICOM results)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ class JobStore:
     def __init__(self, data_dir: Path) -> None:
         self.uploads = data_dir / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
+        self.kept = data_dir / "jobs"
+        self.kept.mkdir(exist_ok=True)
         self._db = sqlite3.connect(data_dir / "jobs.sqlite3", check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock, self._db:
@@ -62,6 +65,18 @@ class JobStore:
 
     def upload_dir(self, job_id: str) -> Path:
         return self.uploads / job_id
+
+    def job_dir(self, job_id: str) -> Path:
+        """What a job keeps past its run: its options and its DICOM results."""
+        return self.kept / job_id
+
+    def requeue(self, job_id: str) -> None:
+        """Queue a finished job again (a retry), its error cleared."""
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE jobs SET status = 'queued', error = NULL, updated = ? WHERE id = ?",
+                (time.time(), job_id),
+            )
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -95,6 +110,7 @@ class JobStore:
         with self._lock, self._db:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     def recover(self, retention_s: float) -> None:
         """At start: jobs cut off by a stop are `interrupted`; old finished ones go."""
@@ -187,6 +203,7 @@ class JobRunner:
                 return
         except Exception as exc:  # every failure is the job's, reported, never lost
             store.update(job_id, status="failed", error=_failure(exc))
+            return  # the upload stays for a retry (POST /v1/jobs/{id}/retry) until expiry
         else:
             store.update(job_id, status="done", result=result)
         shutil.rmtree(store.upload_dir(job_id), ignore_errors=True)

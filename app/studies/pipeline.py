@@ -41,6 +41,16 @@ def analyse_study(
 ) -> dict[str, Any]:
     """The study answer (see docs/api.md, "Whole studies"); with `settings.heatmaps`, also the
     key slices' class activation overlays (models that have them)."""
+    return run_study(model, source, settings, progress)[0]
+
+
+def run_study(
+    model: LoadedModel,
+    source: StudySource,
+    settings: StudySettings,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], ChosenSeries]:
+    """The study answer and the series it classified, in slice order."""
     headers, not_images = read_headers(source)
     modalities = model.card.applicability.modalities if model.card.applicability else []
     chosen = choose_series(headers, modalities)
@@ -52,7 +62,7 @@ def analyse_study(
     study = study_answer(model, rows)
     if settings.heatmaps and model.card.output.activation_map:
         study["key_slice_heatmaps"] = key_heatmaps(model, source, chosen, study["key_slices"])
-    return {
+    answer = {
         "model": model.card.name,
         "version": model.card.version,
         "series": describe_series(chosen),
@@ -60,6 +70,7 @@ def analyse_study(
         "slices": rows,
         "study": study,
     }
+    return answer, chosen
 
 
 def key_heatmaps(
