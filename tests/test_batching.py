@@ -44,6 +44,26 @@ def test_lone_request_does_not_wait_for_company() -> None:
     batcher.close()
 
 
+def test_a_lone_image_runs_in_the_callers_thread_and_company_joins_a_batch() -> None:
+    threads: list[str] = []
+
+    def noted(batch: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return double(batch)
+
+    batcher = DynamicBatcher(noted, max_batch_size=8, max_wait_ms=60_000, name="m")
+    with batcher.expecting() as ticket:
+        assert ticket.run_alone(np.ones((1, 1, 1)))[0] == 2.0
+    assert threads == [threading.current_thread().name] and batcher.batch_sizes == [1]
+    with batcher.expecting() as first, batcher.expecting() as second:
+        assert first.run_alone(np.ones((1, 1, 1))) is None  # another is announced
+        assert not first.used
+        futures = [first.submit(np.ones((1, 1, 1))), second.submit(np.ones((1, 1, 1)))]
+    assert [f.result(timeout=5)[0] for f in futures] == [2.0, 2.0]
+    assert threads[1].startswith("batcher-m") and batcher.batch_sizes == [1, 2]
+    batcher.close()
+
+
 def test_announced_image_joins_the_batch() -> None:
     batcher = DynamicBatcher(double, max_batch_size=8, max_wait_ms=60_000)
     with batcher.expecting() as ticket:

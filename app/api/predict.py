@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
@@ -19,8 +20,15 @@ from app.config import Settings
 from app.errors import BadRequest, ClientGone, OutsideDomain, ServiceError
 from app.inference.applicability import OUTSIDE
 from app.inference.batchers import Batchers
+from app.inference.batching import Ticket
 from app.inference.pool import WorkerPool
-from app.inference.predict import PreparedInput, build_result, prepare, prepare_for_batch
+from app.inference.predict import (
+    PreparedInput,
+    Scored,
+    build_result,
+    prepare,
+    prepare_and_run_alone,
+)
 from app.inference.store import LoadedModel, ModelStore
 from app.metrics import Metrics
 from app.upload import is_multipart, read_body, read_upload
@@ -121,10 +129,10 @@ class Pipeline:
         data = await self._upload_bytes()  # announced below only once it has fully arrived
         batcher = self.batchers.for_model(model)
         with batcher.expecting() as ticket, self._abandoned_if_client_leaves():
-            job = self.runner.run(prepare_for_batch, model, data, limit, window)
+            job = self.runner.run(prepare_and_run_alone, model, data, limit, window, ticket)
             del data  # neither the upload nor its full-size pixels wait for the batch
-            tensor, described = await job
-            scored = await asyncio.wrap_future(ticket.submit(tensor))
+            tensor, described, alone = await job
+            scored = alone if alone is not None else await batched(ticket, tensor)
         return self.checked(build_result(model, described, scored))
 
     def checked(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -204,3 +212,9 @@ async def predict_version(name: str, version: int, pipeline: PipelineDep) -> JSO
 )
 async def predict_default(pipeline: PipelineDep) -> JSONResponse:
     return await pipeline.predict(pipeline.store.default_name(), None)
+
+
+async def batched(ticket: Ticket, tensor: np.ndarray) -> Scored:
+    """The image's answer from the batch it joins (others were about when it was ready)."""
+    scored: Scored = await asyncio.wrap_future(ticket.submit(tensor))
+    return scored

@@ -53,6 +53,7 @@ class DynamicBatcher:
         self._retry_after = str(retry_after_s)
         self._sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for tests
         self._incoming = 0  # announced images not yet queued
+        self._running = 0  # batches being run
         self._incoming_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._loop, name=f"batcher-{name}-{index}", daemon=True)
@@ -84,6 +85,23 @@ class DynamicBatcher:
             ) from None
         return job.future
 
+    def run_alone(self, tensor: np.ndarray) -> Any | None:
+        """Run one announced image at once, in the calling thread, when it is the only one: none
+        other announced or queued, no batch running. A lone request then skips two thread
+        hand-offs (to the batcher thread and back); None when others are about."""
+        with self._incoming_lock:
+            if self._incoming != 1 or self._running or not self._queue.empty():
+                return None
+            self._running += 1
+        try:
+            self._sizes.append(1)
+            if self._on_batch:
+                self._on_batch(1)
+            return self._run(tensor[np.newaxis])[0]
+        finally:
+            with self._incoming_lock:
+                self._running -= 1
+
     @contextmanager
     def expecting(self) -> Iterator[Ticket]:
         """Announce one image on its way; submit it through the ticket, or let it go."""
@@ -111,8 +129,14 @@ class DynamicBatcher:
             first = self._queue.get()
             if first is None:
                 return
-            jobs, stop = self._gather(first)
-            self._execute(jobs)
+            with self._incoming_lock:
+                self._running += 1
+            try:
+                jobs, stop = self._gather(first)
+                self._execute(jobs)
+            finally:
+                with self._incoming_lock:
+                    self._running -= 1
             if stop:
                 return
 
@@ -163,8 +187,22 @@ class Ticket:
 
     def submit(self, tensor: np.ndarray) -> Future[Any]:
         """Queue the announced image (see `DynamicBatcher.submit`)."""
+        self._use()
+        self._batcher._count_incoming(-1)
+        return self._batcher.submit(tensor)
+
+    def run_alone(self, tensor: np.ndarray) -> Any | None:
+        """The image's answer, run at once in this thread when it is alone (see
+        `DynamicBatcher.run_alone`); None, the ticket still unused, when it is not."""
+        if self.used:
+            raise RuntimeError("a ticket submits one image")
+        answer = self._batcher.run_alone(tensor)
+        if answer is not None:
+            self._use()
+            self._batcher._count_incoming(-1)
+        return answer
+
+    def _use(self) -> None:
         if self.used:
             raise RuntimeError("a ticket submits one image")
         self.used = True
-        self._batcher._count_incoming(-1)
-        return self._batcher.submit(tensor)

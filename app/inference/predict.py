@@ -13,6 +13,7 @@ from app.errors import InferenceFailed
 from app.imaging.decode import DecodedImage, decode_image
 from app.imaging.preprocess import to_model_input
 from app.inference.applicability import OUTSIDE, not_assessed
+from app.inference.batching import Ticket
 from app.inference.session import bucket_size, pads_batches
 from app.inference.store import LoadedModel
 
@@ -133,6 +134,19 @@ def prepare_for_batch(
     pixels: those need not wait in the batch queue (about 1 MB per 512 x 512 image)."""
     prepared = prepare(model, data, max_pixels, window)
     return prepared.tensor, describe_input(prepared.decoded)
+
+
+def prepare_and_run_alone(
+    model: LoadedModel,
+    data: bytes,
+    max_pixels: int,
+    window: tuple[float, float] | None,
+    ticket: Ticket,
+) -> tuple[np.ndarray, dict[str, Any], Scored | None]:
+    """`prepare_for_batch`, then, in the same thread, the answer when the image is alone
+    (`Ticket.run_alone`); None for it when the image must join a batch."""
+    tensor, described = prepare_for_batch(model, data, max_pixels, window)
+    return tensor, described, ticket.run_alone(tensor)
 
 
 def describe_input(decoded: DecodedImage) -> dict[str, Any]:

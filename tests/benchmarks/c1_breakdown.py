@@ -30,9 +30,9 @@ STAGES = [
     ("routing, middleware, dependencies, body received and parsed", "enter", "body"),
     ("rest of the form, upload read, hand-off to a decode thread", "body", "decode"),
     ("decode + preprocessing", "decode", "decoded"),
-    ("decode thread → event loop → batcher thread", "decoded", "run"),
+    ("decode thread → event loop → batcher thread (none when alone)", "decoded", "run"),
     ("session.run", "run", "ran"),
-    ("batcher thread → event loop, answer built", "ran", "head"),
+    ("batcher (or decode) thread → event loop, answer built", "ran", "head"),
     ("response head sent", "head", "head_sent"),
     ("response body sent, app returns", "head_sent", "leave"),
 ]
@@ -42,8 +42,8 @@ def serve(models_dir: Path, port: int, count: int) -> None:
     """The service with stage timers; prints one JSON line of medians after `count` uploads."""
     import uvicorn
 
-    import app.api.predict as predict_routes
     import app.inference.batchers as batchers
+    import app.inference.predict as predict
     from app.config import Settings
     from app.main import create_app
 
@@ -60,8 +60,8 @@ def serve(models_dir: Path, port: int, count: int) -> None:
         return wrapper
 
     for module, attribute, start, end in (
-        (predict_routes, "prepare_for_batch", "decode", "decoded"),
-        (batchers, "run_batch", "run", "ran"),
+        (predict, "prepare_for_batch", "decode", "decoded"),
+        (batchers, "run_rows", "run", "ran"),
     ):  # the names the request path looks up at call time
         setattr(module, attribute, timed(getattr(module, attribute), start, end))
     inner = create_app(Settings(models_dir=models_dir))
