@@ -101,7 +101,7 @@ def predict_study(
     settings = _settings(models_dir=models_dir)
     store = ModelStore(settings)
     store.load_all()
-    run = StudySettings(settings.study_batch_size, settings.max_study_slices)
+    run = StudySettings.of(settings)
     try:
         loaded = store.get(model, version)
         with Progress(console=Console(stderr=True), transient=True) as bar:

@@ -68,7 +68,7 @@ async def pull_study(
         jobs.runner.submit()
         return accepted(jobs.store.get(job_id) or {"id": job_id})
     settings = pipeline.settings
-    run = StudySettings(settings.study_batch_size, settings.max_study_slices, dicom)
+    run = StudySettings.of(settings, heatmaps=dicom)
     parts = await asyncio.to_thread(
         jobs.pacs.retrieve_study, study_uid, settings.max_study_files, settings.max_study_bytes
     )

