@@ -309,6 +309,9 @@ def http_rows(
     return rows
 
 
+IN_FLIGHT = 16  # the c16 load: requests in flight at once
+
+
 @dataclass
 class Turn:
     """One turn of the c16 comparison: the raw best batch, then the service at c16."""
@@ -319,9 +322,10 @@ class Turn:
     def throughput_ratio(self) -> float:
         return self.served.rps / self.raw_rate
 
-    def p99_ratio(self, batch: int) -> float:
-        """p99 at c16 over the time one raw batch of `batch` images takes."""
-        return self.served.p99 / (batch / self.raw_rate * 1000)
+    def p99_ratio(self, images: int = IN_FLIGHT) -> float:
+        """p99 at c16 over the time the raw pipeline takes for `images` images at its best
+        batch: with 16 requests in flight, Little's law leaves each about that long."""
+        return self.served.p99 / (images / self.raw_rate * 1000)
 
 
 def c16_in_turns(
@@ -338,10 +342,10 @@ def c16_in_turns(
     return turns
 
 
-def median_turn_ratios(turns: list[Turn], batch: int) -> tuple[float, float]:
+def median_turn_ratios(turns: list[Turn]) -> tuple[float, float]:
     """Median c16 throughput ratio and median c16 p99 ratio over the turns."""
     throughput = statistics.median(t.throughput_ratio() for t in turns)
-    return throughput, statistics.median(t.p99_ratio(batch) for t in turns)
+    return throughput, statistics.median(t.p99_ratio() for t in turns)
 
 
 def main() -> None:
@@ -410,7 +414,7 @@ def benchmark(images: list[bytes], args: argparse.Namespace) -> None:
     )
     print(f"Concurrency 256: {inside} (the client's own times include its queueing).")
     print_turns(turns, best)
-    print_targets(median_turn_ratios(turns, best), single, ready_s, (rss_ready, rss, peak))
+    print_targets(median_turn_ratios(turns), single, ready_s, (rss_ready, rss, peak))
 
 
 def print_turns(turns: list[Turn], best: int) -> None:
@@ -421,7 +425,7 @@ def print_turns(turns: list[Turn], best: int) -> None:
     for index, turn in enumerate(turns, 1):
         print(
             f"| {index} | {turn.raw_rate:.1f} | {turn.served.rps:.1f} | {turn.served.p99:.1f} | "
-            f"{turn.throughput_ratio():.2f} | {turn.p99_ratio(best):.2f} |"
+            f"{turn.throughput_ratio():.2f} | {turn.p99_ratio():.2f} |"
         )
 
 
@@ -466,7 +470,7 @@ def print_targets(
         ("c16 throughput >= 1.0 x raw best (median turn)", c16[0], 1.0, ">="),
         ("c1 p50 - raw single p50, alternated (ms) <= 1", single[1] - single[0], 1.0, "<="),
         ("the same, image as the whole body (ms) <= 1", single[2] - single[0], 1.0, "<="),
-        ("c16 p99 / raw best-batch time <= 2 (median turn)", c16[1], 2.0, "<="),
+        ("c16 p99 / raw time for 16 images (best batch) <= 2, median turn", c16[1], 2.0, "<="),
         ("start to ready (s) <= 2", ready_s, 2.0, "<="),
         ("resident memory when ready (MB) <= 250", rss[0], 250.0, "<="),
         ("resident memory idle after the c1-c64 runs (MB) <= 250", rss[1], 250.0, "<="),
