@@ -26,6 +26,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+QUIET_LIBRARIES = ("httpx", "httpcore")
+
+
 def configure_logging(level: str = "INFO", as_json: bool = False) -> None:
     """Standard logging to stderr; calling it again replaces the project's handler."""
     root = logging.getLogger()
@@ -37,3 +40,5 @@ def configure_logging(level: str = "INFO", as_json: bool = False) -> None:
     handler._ctscan = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for chatty in QUIET_LIBRARIES:  # their INFO lines carry request URLs (StudyInstanceUIDs)
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

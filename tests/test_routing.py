@@ -3,6 +3,7 @@ server that keeps failing."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +13,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from app.config import Settings
+from app.logging_setup import configure_logging
 from app.pacs.client import DicomWebClient, PacsConfig, PacsUnavailable
 from app.pacs.routing import Routing
 
@@ -93,6 +95,9 @@ def test_5xx_answers_are_retried_with_growing_waits_then_reported(
         pacs_retries=3,
         pacs_backoff_s=0.5,
     )
+    root_level = logging.getLogger().level
+    configure_logging("INFO")  # the service's default; httpx writes each URL at INFO
+    caplog.set_level(logging.DEBUG)
     config = PacsConfig.from_settings(settings)
     assert config is not None and "do-not-log-me" not in repr(config)
     waits: list[float] = []
@@ -101,5 +106,6 @@ def test_5xx_answers_are_retried_with_growing_waits_then_reported(
     with pytest.raises(PacsUnavailable, match="after 4 tries; last: HTTP 503"):
         client.retrieve_study("1.2.3", 10, 10**6)
     client.close()
+    logging.getLogger().setLevel(root_level)
     assert Failing.calls == 4 and waits == [0.5, 1.0, 2.0]
     assert "do-not-log-me" not in caplog.text and "1.2.3" not in caplog.text
