@@ -126,7 +126,8 @@ async def receive_studies(request: Request) -> Response:
                 continue
             options = JobOptions(dicom=True, store=jobs.pacs is not None)
             job_id = jobs.queue(rule.model, rule.version, options)
-            save_parts(jobs.store.upload_dir(job_id), [i.read() for i in study.instances])
+            folder = jobs.store.upload_dir(job_id)
+            await asyncio.to_thread(save_parts, folder, (i.read() for i in study.instances))
             jobs.runner.submit()
             taken += study.instances
             links.append(f'<{job_url(job_id)}>; rel="monitor"')

@@ -5,7 +5,7 @@ answer; `DELETE /v1/jobs/{id}` cancels a queued or running job, or removes a fin
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -135,7 +135,8 @@ def accepted(job: dict[str, Any]) -> JSONResponse:
     return JSONResponse(job, status_code=202, headers={"Location": job_url(job["id"])})
 
 
-def save_parts(folder: Path, parts: list[bytes]) -> None:
+def save_parts(folder: Path, parts: Iterable[bytes]) -> None:
+    """Write each part as it comes (pass a generator: one part in memory at a time)."""
     folder.mkdir(parents=True, exist_ok=True)
     for index, data in enumerate(parts):
         (folder / f"part-{index + 1:05d}").write_bytes(data)

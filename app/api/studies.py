@@ -224,7 +224,8 @@ async def queue_study(
         if boundary is not None:
             parts = await read_related(request, boundary, settings)
             try:
-                save_parts(folder, [read() for read in parts.readers()])
+                readers = parts.readers()
+                await asyncio.to_thread(save_parts, folder, (read() for read in readers))
             finally:
                 parts.close()
         elif is_multipart(request.headers.get("content-type")):
