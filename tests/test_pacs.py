@@ -29,6 +29,10 @@ ROUTING = """
 [[rule]]
 model = "toy"
 when = { Modality = "CT", BodyPartExamined = ["HEAD", "BRAIN"] }
+
+[[rule]]
+model = "not-served"
+when = { Modality = "CR" }
 """
 # while the flag file exists, Orthanc refuses the service's results (Manufacturer "ctscan")
 REFUSE_RESULTS = """
@@ -220,15 +224,16 @@ def test_unrouted_and_unreadable_instances_are_refused_with_the_reason(
     stack: dict[str, Any],
 ) -> None:
     base = stack["service"]
-    mr = series_files(spec(4, modality="MR"))
-    body, content_type = related_body([*mr, b"not a DICOM file"])
+    mr = series_files(spec(4, modality="MR"))  # no rule
+    cr = series_files(spec(7, modality="CR"))  # a rule whose model is not served
+    body, content_type = related_body([*mr, *cr, b"not a DICOM file"])
     answer = httpx.post(
         f"{base}/dicomweb/studies", content=body, headers={"Content-Type": content_type}
     )
     assert answer.status_code == 409
     failed = answer.json()["00081198"]["Value"]
     reasons = sorted(item["00081197"]["Value"][0] for item in failed)
-    assert reasons == [0x0110] * len(mr) + [0xC000]
+    assert reasons == [0x0110] * (len(mr) + len(cr)) + [0xC000]
     assert answer.headers["content-type"].startswith("application/dicom+json")
     plain = httpx.post(f"{base}/dicomweb/studies", content=b"x")
     assert plain.status_code == 415

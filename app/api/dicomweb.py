@@ -19,7 +19,8 @@ from app.api.predict import ERRORS, RAW_IMAGE, PipelineDep
 from app.api.schemas import problem_responses
 from app.api.studies import analyse, dicom_response, study_limits, wants_dicom
 from app.api.study_uploads import read_related
-from app.errors import BadRequest, UnsupportedMediaType
+from app.errors import BadRequest, ModelNotFound, UnsupportedMediaType
+from app.inference.store import ModelStore
 from app.pacs.client import PacsNotConfigured
 from app.pacs.delivery import NO_PACS, JobOptions
 from app.pacs.received import (
@@ -30,7 +31,7 @@ from app.pacs.received import (
     stow_answer,
     stow_status,
 )
-from app.pacs.routing import Routing, describe
+from app.pacs.routing import Routing, Rule, describe
 from app.studies.pipeline import StudySettings
 from app.studies.related import related_boundary
 from app.studies.sources import PartsSource
@@ -112,6 +113,7 @@ async def receive_studies(request: Request) -> Response:
         raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
     jobs = get_jobs(request)
     routing: Routing = request.app.state.routing
+    store: ModelStore = request.app.state.store
     parts = await read_related(request, boundary, settings)
     try:
         studies, unreadable = await asyncio.to_thread(group_by_study, parts.readers())
@@ -120,8 +122,9 @@ async def receive_studies(request: Request) -> Response:
         links = []
         for study in studies.values():
             rule = routing.route(study.series.values())
-            if rule is None:
-                log.warning("received study not routed: %s", describe(study.series.values()))
+            why = "no rule matched" if rule is None else unserved(store, rule)
+            if rule is None or why:
+                log.warning("study not routed (%s): %s", why, describe(study.series.values()))
                 failed += [(instance, NOT_ROUTED) for instance in study.instances]
                 continue
             options = JobOptions(dicom=True, store=jobs.pacs is not None)
@@ -139,3 +142,12 @@ async def receive_studies(request: Request) -> Response:
         media_type=DICOM_JSON,
         headers={"Link": ", ".join(links)} if links else None,
     )
+
+
+def unserved(store: ModelStore, rule: Rule) -> str | None:
+    """Why the rule's model cannot take the study (not served), or None; 503 while loading."""
+    try:
+        store.get(rule.model, rule.version)
+    except ModelNotFound as exc:
+        return exc.detail
+    return None
