@@ -2,7 +2,8 @@
 
 Decoding and batching allocate and free large buffers in several threads; glibc keeps the freed
 pages, so the resident size after a burst stays near its peak. When requests ran since the last
-look and none is being decoded or waits for a batch now, `malloc_trim` returns those pages."""
+look and none is being decoded or waits for a batch now, the onnxruntime arenas give back their
+free chunks and `malloc_trim` returns those pages."""
 
 from __future__ import annotations
 
@@ -47,5 +48,11 @@ async def trim_when_idle(runner: WorkerPool, batchers: Batchers, interval_s: flo
         busy = runner.pending > 0 or any(batchers.depths().values())
         if runner.finished != trimmed_at and not busy:
             trimmed_at = runner.finished
-            await asyncio.to_thread(release_free_memory)
+            await asyncio.to_thread(release_idle_memory, batchers)
             log.debug("heap trimmed after %d uploads", trimmed_at)
+
+
+def release_idle_memory(batchers: Batchers) -> None:
+    """The onnxruntime arenas' free chunks, then the C heap's free pages, back to the OS."""
+    batchers.shrink_arenas()
+    release_free_memory()

@@ -61,3 +61,24 @@ def test_no_trim_while_an_upload_is_being_decoded(caplog: pytest.LogCaptureFixtu
 
     asyncio.run(run_trimmer(pool, scenario()))
     pool.shutdown()
+
+
+def test_shrinking_the_arenas_leaves_the_answers_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The idle release runs each served model once with arena shrinkage; its answers after that
+    are the same as before."""
+    import numpy as np
+
+    from app.memory import release_idle_memory
+    from tests.factories import loaded_store, write_model
+
+    write_model(tmp_path, "used")
+    write_model(tmp_path, "unused")
+    store = loaded_store(tmp_path, intra_op_threads=1)
+    batchers = Batchers(Settings(), Metrics())
+    batcher = batchers.for_model(store.get("used"))
+    image = np.full((16, 16, 1), 0.7, np.float32)
+    before = batcher.submit(image).result(timeout=10)
+    release_idle_memory(batchers)
+    after = batcher.submit(image).result(timeout=10)
+    assert np.array_equal(before.probabilities, after.probabilities)
+    batchers.close()

@@ -8,6 +8,7 @@ from functools import partial
 from app.config import Settings
 from app.inference.batching import DynamicBatcher
 from app.inference.predict import run_rows
+from app.inference.session import shrink_arena
 from app.inference.store import LoadedModel
 from app.metrics import Metrics
 
@@ -19,6 +20,7 @@ class Batchers:
         self._settings = settings
         self._metrics = metrics
         self._batchers: dict[str, DynamicBatcher] = {}
+        self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
     def for_model(self, model: LoadedModel) -> DynamicBatcher:
@@ -37,7 +39,17 @@ class Batchers:
                     on_batch=self._metrics.batch_size.labels(model.key).observe,
                 )
                 self._batchers[model.key] = batcher
+                self._models[model.key] = model
             return batcher
+
+    def shrink_arenas(self) -> None:
+        """Return the CPU arena's free chunks of every model that has served (see
+        `shrink_arena`); models on other providers keep theirs."""
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            if model.provider == "CPUExecutionProvider":
+                shrink_arena(model.session, model.card)
 
     def depths(self) -> dict[str, int]:
         return {key: b.depth for key, b in self._batchers.items()}
@@ -47,3 +59,4 @@ class Batchers:
             for batcher in self._batchers.values():
                 batcher.close()
             self._batchers.clear()
+            self._models.clear()

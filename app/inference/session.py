@@ -234,3 +234,15 @@ def warm_up(session: ort.InferenceSession, card: ModelCard, batch: int = 1, runs
     blank = np.zeros((batch, spec.height, spec.width, spec.channels), dtype=np.float32)
     for _ in range(runs):
         session.run([card.output.name], {spec.name: blank})
+
+
+def shrink_arena(session: ort.InferenceSession, card: ModelCard) -> None:
+    """Give the free chunks of the CPU arena back: one batch-1 run (zeros) with onnxruntime's
+    arena shrinkage. An arena keeps every chunk it ever grew to; after a burst of batches that
+    is memory the service no longer needs (chest CT served at concurrency 16: idle 258 -> 224-233
+    MB; after concurrency 64 it stays at 257 MB: what remains there is not the arena's)."""
+    spec = card.input
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    zeros = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
+    session.run([card.output.name], {spec.name: zeros}, options)
