@@ -95,6 +95,14 @@ def wait_job(base: str, location: str, timeout: float = 60) -> dict[str, Any]:
     raise AssertionError(f"job {location} still running after {timeout} s")
 
 
+def pull_and_store(base: str, study_uid: str) -> tuple[str, dict[str, Any]]:
+    """Pull a study into the toy model with store=true: the job's URL and the finished job."""
+    queued = httpx.post(f"{base}/v1/models/toy/pacs/studies/{study_uid}?store=true")
+    assert queued.status_code == 202, queued.text
+    location = queued.headers["Location"]
+    return location, wait_job(base, location)
+
+
 def results_in(orthanc: Orthanc, study: str) -> dict[str, list[Any]]:
     """The service's SR and captures stored in the Orthanc study, read back with pydicom."""
     found: dict[str, list[Any]] = {"SR": [], "SC": []}
@@ -160,9 +168,7 @@ def test_a_pulled_study_gets_its_sr_and_captures_stored_back(stack: dict[str, An
     orthanc, base = stack["pulled"], stack["service"]
     source = spec(1)
     study = orthanc.upload(series_files(source))
-    queued = httpx.post(f"{base}/v1/models/toy/pacs/studies/{source.study_uid}?store=true")
-    assert queued.status_code == 202, queued.text
-    job = wait_job(base, queued.headers["Location"])
+    _, job = pull_and_store(base, source.study_uid)
     assert job["status"] == "done", job
     delivered = job["result"]["dicom_results"]
     assert delivered["stored"] is True and delivered["objects"] == 1 + len(
@@ -245,19 +251,18 @@ def test_a_pacs_that_is_down_fails_the_job_and_a_retry_succeeds(stack: dict[str,
     study = orthanc.upload(series_files(source))
     orthanc.stop()
     try:
-        queued = httpx.post(f"{base}/v1/models/toy/pacs/studies/{source.study_uid}?store=true")
-        job = wait_job(base, queued.headers["Location"])
+        location, job = pull_and_store(base, source.study_uid)
     finally:
         orthanc.start()
     assert job["status"] == "failed"
     assert job["error"]["type"] == "/problems/pacs-unavailable"
     assert "after 3 tries" in job["error"]["detail"] and AUTH[1] not in str(job)
-    retried = httpx.post(f"{base}{queued.headers['Location']}/retry")
+    retried = httpx.post(f"{base}{location}/retry")
     assert retried.status_code == 202
-    job = wait_job(base, queued.headers["Location"])
+    job = wait_job(base, location)
     assert job["status"] == "done" and job["result"]["dicom_results"]["stored"] is True
     check_results(results_in(orthanc, study), source, job["result"])
-    again = httpx.post(f"{base}{queued.headers['Location']}/retry")
+    again = httpx.post(f"{base}{location}/retry")
     assert again.status_code == 409
 
 
@@ -268,8 +273,7 @@ def test_results_the_pacs_refuses_are_kept_and_sent_again(stack: dict[str, Any])
     flag = stack["root"] / "refuse-results"
     flag.touch()
     try:
-        queued = httpx.post(f"{base}/v1/models/toy/pacs/studies/{source.study_uid}?store=true")
-        job = wait_job(base, queued.headers["Location"])
+        location, job = pull_and_store(base, source.study_uid)
     finally:
         flag.unlink()
     delivered = job["result"]["dicom_results"]
@@ -282,8 +286,8 @@ def test_results_the_pacs_refuses_are_kept_and_sent_again(stack: dict[str, Any])
 
     names = zipfile.ZipFile(io.BytesIO(kept.content)).namelist()
     assert names[0] == "SR.dcm" and len(names) == delivered["objects"]
-    assert httpx.post(f"{base}{queued.headers['Location']}/retry").status_code == 202
-    job = wait_job(base, queued.headers["Location"])
+    assert httpx.post(f"{base}{location}/retry").status_code == 202
+    job = wait_job(base, location)
     assert job["result"]["dicom_results"]["stored"] is True
     found = results_in(orthanc, study)
     assert len(found["SR"]) == 1 and np.all([c.BurnedInAnnotation == "YES" for c in found["SC"]])
