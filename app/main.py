@@ -32,7 +32,7 @@ from app.errors import install_error_handlers
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
 from app.inference.store import ModelStore
-from app.memory import trim_when_idle
+from app.memory import limit_malloc_arenas, trim_when_idle
 from app.metrics import Metrics
 from app.pacs.routing import Routing
 from app.request_context import RequestIdMiddleware
@@ -53,6 +53,7 @@ whole request body; the answer gives every class's probability. Errors are
 def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> FastAPI:
     """Build the service; models load in the background once the lifespan starts."""
     settings = settings or get_settings()
+    limit_malloc_arenas(settings.malloc_arenas)  # before the decode and model threads start
     app = FastAPI(
         title="CT-scan classification service",
         version=__version__,

@@ -30,6 +30,18 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+M_ARENA_MAX = -8  # mallopt parameter (glibc malloc.h)
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap glibc's malloc arenas (0: leave its default); before threads allocate, so every
+    thread shares the few there are. False without glibc or when refused."""
+    mallopt = getattr(_libc(), "mallopt", None)
+    if arenas <= 0 or mallopt is None:
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
 def release_free_memory() -> None:
     """Hand freed heap memory back to the OS (glibc `malloc_trim`); a no-op without glibc."""
     trim = getattr(_libc(), "malloc_trim", None)

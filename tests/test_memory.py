@@ -82,3 +82,14 @@ def test_shrinking_the_arenas_leaves_the_answers_alone(tmp_path) -> None:  # typ
     after = batcher.submit(image).result(timeout=10)
     assert np.array_equal(before.probabilities, after.probabilities)
     batchers.close()
+
+
+def test_malloc_arenas_are_capped_where_glibc_is() -> None:
+    """The cap applies on glibc (these machines, the images); 0 leaves glibc's default."""
+    import platform
+
+    from app.memory import limit_malloc_arenas
+
+    assert limit_malloc_arenas(0) is False
+    if platform.libc_ver()[0] == "glibc":
+        assert limit_malloc_arenas(2) is True
