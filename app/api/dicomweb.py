@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from app.api.jobs import accepted, get_jobs, job_url, save_parts
 from app.api.predict import ERRORS, RAW_IMAGE, PipelineDep
 from app.api.schemas import problem_responses
-from app.api.studies import analyse, dicom_response, study_limits, wants_dicom
+from app.api.studies import study_limits
+from app.api.study_answers import answer_study, wants_dicom
 from app.api.study_uploads import read_related
 from app.errors import BadRequest, ModelNotFound, UnsupportedMediaType
 from app.inference.store import ModelStore
@@ -25,6 +26,7 @@ from app.pacs.client import PacsNotConfigured
 from app.pacs.delivery import NO_PACS, JobOptions
 from app.pacs.received import (
     CANNOT_UNDERSTAND,
+    DICOM_JSON,
     NOT_ROUTED,
     Instance,
     group_by_study,
@@ -39,7 +41,6 @@ from app.studies.sources import PartsSource
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["pacs"])
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-DICOM_JSON = "application/dicom+json"
 
 
 @router.post(
@@ -75,16 +76,9 @@ async def pull_study(
     )
     try:
         source = PartsSource(parts.readers(), study_limits(settings))
-        async with request.app.state.study_slots:
-            answer, results = await asyncio.to_thread(analyse, model, source, run, dicom)
+        return await answer_study(pipeline, model, source, run, dicom)
     finally:
         parts.close()
-    pipeline.metrics.count_verdicts(
-        answer["model"], [row["applicability"]["verdict"] for row in answer["slices"]]
-    )
-    if results is not None:
-        return dicom_response(results, request.headers.get("accept", ""))
-    return JSONResponse(answer)
 
 
 STOW_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.schemas import problem_responses
+from app.api.study_answers import analyse, dicom_response
 from app.config import Settings
 from app.errors import Conflict, NotFound, NotReady
 from app.inference.store import ModelStore
@@ -25,9 +26,10 @@ from app.pacs.delivery import (
     save_options,
     save_results,
     saved_results,
+    undelivered,
 )
 from app.studies.jobs import ACTIVE, JobRunner, JobStore
-from app.studies.pipeline import StudySettings, run_study
+from app.studies.pipeline import StudySettings
 from app.studies.sources import PartsSource, StudyLimits, StudySource, open_path
 
 router = APIRouter(prefix="/v1/jobs", tags=["studies"])
@@ -60,17 +62,14 @@ class StudyJobs:
         kept = self.store.job_dir(job_id)
         options = load_options(kept)
         previous = job.get("result")
-        if previous and "store_error" in previous.get("dicom_results", {}):
+        if previous and undelivered(previous):
             return self._store_again(job_id, previous)  # a retry of the delivery
         model = self._models.get(job["model"], job["version"])
         run = StudySettings.of(self._settings, heatmaps=options.dicom)
         with self._source(job_id, options) as source:
-            answer, chosen = run_study(model, source, run, progress)
-            if not options.dicom:
-                return answer
-            from app.results.bundle import encoded, study_results  # highdicom: the dicom extra
-
-            files = [encoded(d) for d in study_results(model, source, chosen, answer)]
+            answer, files = analyse(model, source, run, options.dicom, progress)
+        if files is None:
+            return answer
         save_results(kept, files)
         answer["study"].pop("key_slice_heatmaps", None)  # they are in the captures
         answer["dicom_results"] = deliver(self.pacs, files, options.store, results_url(job_id))
@@ -175,8 +174,7 @@ async def retry_job(job_id: str, jobs: JobsDep) -> JSONResponse:
     job = jobs.store.get(job_id)
     if job is None:
         raise NotFound(f"no job {job_id!r}")
-    undelivered = "store_error" in job.get("result", {}).get("dicom_results", {})
-    if job["status"] not in ("failed", "interrupted") and not undelivered:
+    if job["status"] not in ("failed", "interrupted") and not undelivered(job.get("result")):
         raise Conflict(
             f"the job is {job['status']}: only failed, interrupted or undelivered jobs are retried"
         )
@@ -201,6 +199,4 @@ async def job_results(job_id: str, request: Request, jobs: JobsDep) -> Response:
     files = saved_results(jobs.store.job_dir(job_id)) if jobs.store.get(job_id) else []
     if not files:
         raise NotFound(f"no DICOM results for job {job_id!r} (asked with output=dicom, done?)")
-    from app.api.studies import dicom_response
-
     return dicom_response(files, request.headers.get("accept", ""))

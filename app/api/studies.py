@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.api.jobs import BODY_FILE, accepted, get_jobs, save_parts
 from app.api.predict import ERRORS, RAW_IMAGE, PipelineDep
+from app.api.study_answers import answer_study, wants_dicom
 from app.api.study_uploads import (
     body_source,
     parts_source,
@@ -22,10 +23,8 @@ from app.api.study_uploads import (
     spool_body,
 )
 from app.config import Settings
-from app.errors import BadRequest
-from app.inference.store import LoadedModel
 from app.pacs.delivery import JobOptions
-from app.studies.pipeline import StudySettings, run_study
+from app.studies.pipeline import StudySettings
 from app.studies.related import related_boundary
 from app.studies.sources import (
     PartsSource,
@@ -147,47 +146,7 @@ async def classify_study(pipeline: Any, name: str, version: int | None) -> Respo
     run = StudySettings.of(settings, heatmaps=dicom or heatmaps)
     async with contextlib.AsyncExitStack() as held:
         source = await open_source(request, settings, limits, held)
-        async with request.app.state.study_slots:
-            answer, results = await asyncio.to_thread(analyse, model, source, run, dicom)
-    verdicts = [row["applicability"]["verdict"] for row in answer["slices"]]
-    pipeline.metrics.count_verdicts(answer["model"], verdicts)
-    if results is not None:
-        return dicom_response(results, request.headers.get("accept", ""))
-    return JSONResponse(answer)
-
-
-def dicom_response(results: list[bytes], accept: str) -> Response:
-    """The results as multipart/related when the client accepts it, else as a zip."""
-    from app.results.files import related_body, results_zip
-
-    if "multipart/related" in accept.lower():
-        body, content_type = related_body(results)
-        return Response(body, media_type=content_type)
-    return Response(
-        results_zip(results),
-        media_type="application/zip",
-        headers={"Content-Disposition": 'attachment; filename="results.zip"'},
-    )
-
-
-def wants_dicom(request: Request) -> bool:
-    """`?output=dicom` (DICOM results) or `?output=json` (the default)."""
-    output = request.query_params.get("output", "json").lower()
-    if output not in ("json", "dicom"):
-        raise BadRequest(f"output is 'json' or 'dicom', not {output!r}")
-    return output == "dicom"
-
-
-def analyse(
-    model: LoadedModel, source: StudySource, run: StudySettings, dicom: bool
-) -> tuple[dict[str, Any], list[bytes] | None]:
-    """The study answer and, when asked for, its DICOM results encoded."""
-    answer, chosen = run_study(model, source, run)
-    if not dicom:
-        return answer, None
-    from app.results.bundle import encoded, study_results  # highdicom: the dicom extra
-
-    return answer, [encoded(d) for d in study_results(model, source, chosen, answer)]
+        return await answer_study(pipeline, model, source, run, dicom)
 
 
 async def open_source(

@@ -230,10 +230,20 @@ def check_signature(session: ort.InferenceSession, card: ModelCard) -> None:
 def warm_up(session: ort.InferenceSession, card: ModelCard, batch: int = 1, runs: int = 1) -> None:
     """Run the graph on blank input at a batch size that will be used, so the first request
     pays no lazy initialisation."""
+    for _ in range(runs):
+        blank_run(session, card, batch)
+
+
+def blank_run(
+    session: ort.InferenceSession,
+    card: ModelCard,
+    batch: int = 1,
+    options: ort.RunOptions | None = None,
+) -> None:
+    """One run of the graph on zeros (the card's input shape, `batch` rows)."""
     spec = card.input
     blank = np.zeros((batch, spec.height, spec.width, spec.channels), dtype=np.float32)
-    for _ in range(runs):
-        session.run([card.output.name], {spec.name: blank})
+    session.run([card.output.name], {spec.name: blank}, options)
 
 
 def shrink_arena(session: ort.InferenceSession, card: ModelCard) -> None:
@@ -241,8 +251,6 @@ def shrink_arena(session: ort.InferenceSession, card: ModelCard) -> None:
     arena shrinkage. An arena keeps every chunk it ever grew to; after a burst of batches that
     is memory the service no longer needs (chest CT served at concurrency 16: idle 258 -> 224-233
     MB; after concurrency 64 it stays at 257 MB: what remains there is not the arena's)."""
-    spec = card.input
     options = ort.RunOptions()
     options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-    zeros = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
-    session.run([card.output.name], {spec.name: zeros}, options)
+    blank_run(session, card, 1, options)

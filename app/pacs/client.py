@@ -14,14 +14,13 @@ import httpx
 
 from app.config import Settings
 from app.errors import NotFound, PayloadTooLarge, ServiceError
+from app.pacs.received import DICOM_JSON, FAILED_SOP_SEQUENCE, FAILURE_REASON
 from app.results.files import related_body
 from app.studies.related import RelatedParts, related_boundary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DICOM_PARTS = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-FAILED_SOP_SEQUENCE = "00081198"
-FAILURE_REASON = "00081197"
 
 
 class PacsUnavailable(ServiceError):
@@ -96,7 +95,7 @@ class DicomWebClient:
         """Store the objects (STOW-RS); PacsRefused naming what the PACS said when it refuses
         any, PacsUnavailable once the retries are spent."""
         body, content_type = related_body(files)
-        headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
+        headers = {"Content-Type": content_type, "Accept": DICOM_JSON}
 
         def attempt() -> None:
             response = self._http.post("/studies", content=body, headers=headers)
@@ -114,7 +113,7 @@ class DicomWebClient:
         for study, series in {(study, series) for study, series, _ in wanted}:
             response = self._http.get(
                 f"/studies/{study}/series/{series}/instances",
-                headers={"Accept": "application/dicom+json"},
+                headers={"Accept": DICOM_JSON},
             )
             raise_if_retryable(response)
             if response.status_code == 200 and response.content:

@@ -45,6 +45,11 @@ def saved_results(folder: Path) -> list[bytes]:
     return [path.read_bytes() for path in sorted((folder / RESULTS_FOLDER).glob("*.dcm"))]
 
 
+def undelivered(result: dict[str, Any] | None) -> bool:
+    """Whether a job's answer has DICOM results the PACS did not take (to send again)."""
+    return "store_error" in (result or {}).get("dicom_results", {})
+
+
 def deliver(
     client: DicomWebClient | None, files: list[bytes], store: bool, url: str
 ) -> dict[str, Any]:

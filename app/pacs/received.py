@@ -12,6 +12,7 @@ from app.pacs.routing import ROUTABLE, SeriesAttributes
 IDENTITY = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 storage status: the object could not be parsed
 NOT_ROUTED = 0x0110  # PS3.7 processing failure: no routing rule took the study
+DICOM_JSON = "application/dicom+json"
 REFERENCED_SOP_SEQUENCE, FAILED_SOP_SEQUENCE = "00081199", "00081198"
 SOP_CLASS, SOP_INSTANCE, FAILURE_REASON = "00081150", "00081155", "00081197"
 
@@ -48,7 +49,7 @@ def group_by_study(
             identity = [str(header.get(k, "")) for k in IDENTITY]
         except (InvalidDicomError, ValueError, EOFError, OSError):
             identity = []
-        if len(identity) != len(IDENTITY) or not all(identity):
+        if not (identity and all(identity)):
             unreadable.append(Instance("", "", read))
             continue
         sop_class, sop_instance, study_uid, series_uid = identity

@@ -39,7 +39,8 @@ def study_results(
     identity = ModelIdentity(model.card.name, model.card.version, model.card.sha256)
     study = answer["study"]
     keys = [key_slice(source, chosen.slices[i]) for i in study["key_slices"]]
-    reference = key_slice(source, chosen.slices[0]).header
+    # the study's patient and study modules come from the first key slice, else the first slice
+    reference = keys[0].header if keys else key_slice(source, chosen.slices[0]).header
     results: list[Dataset] = [structured_report(study, identity, keys, reference, hd.UID())]
     captures_uid = hd.UID()
     pictures = key_pictures(model, source, chosen, study)
