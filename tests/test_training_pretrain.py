@@ -91,6 +91,48 @@ def test_backbone_is_saved_and_training_starts_from_it(
     assert card["architecture"]["pretraining"]["excluded_datasets"] == ["target"]
 
 
+def test_efficientnet_lite0_pretrains_from_imagenet_and_training_starts_from_it(
+    datasets: dict[str, Path], tmp_path: Path
+) -> None:
+    """Cross-task pretraining from the ImageNet start: the tail moves away from the ImageNet
+    weights, the frozen part keeps them, the record names the checkpoint, and a Lite0 at
+    another input size loads the result."""
+    from training import efficientnet_lite
+    from training.architectures import WeightsUnavailable, backbone_of, build
+    from training.pretrain import pretrain
+    from training.train import TrainConfig
+
+    request = pretrain_request(datasets, tmp_path / "bb" / "lite.weights.h5")
+    request.spec = InputSpec(height=64, width=64)  # at 32 px the tail's gradients vanish
+    request.config = TrainConfig(
+        arch="efficientnet-lite0",
+        weights="imagenet",
+        image_size=64,
+        epochs=1,
+        batch_size=8,
+        fine_tune_layers=10,
+        fine_tune_epochs=1,
+        learning_rate=1e-2,
+        fine_tune_learning_rate=1e-2,
+    )
+    weights = pretrain(request)
+    provenance = json.loads((tmp_path / "bb" / "lite.json").read_text())
+    assert provenance["arch"] == "efficientnet-lite0" and provenance["fine_tune_layers"] == 10
+    assert provenance["initialisation"]["package"] == efficientnet_lite.PACKAGE
+    assert len(provenance["initialisation"]["sha256"]) == 64
+
+    loaded = backbone_of(build("efficientnet-lite0", 48, 3, weights=str(weights)))
+    imagenet = backbone_of(build("efficientnet-lite0", 48, 3, weights="imagenet"))
+    assert loaded is not None and imagenet is not None
+    same = [
+        np.array_equal(mine, theirs)
+        for mine, theirs in zip(loaded.get_weights(), imagenet.get_weights(), strict=True)
+    ]
+    assert same[0] and not all(same)  # the stem stayed frozen, the tail learned
+    with pytest.raises(WeightsUnavailable, match="pretrain --arch efficientnet-lite0"):
+        build("efficientnet-lite0", 32, 2, weights=str(tmp_path / "bb" / "lite.json"))
+
+
 def test_unusable_backbone_files_are_refused(tmp_path: Path) -> None:
     import keras
 

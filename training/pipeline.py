@@ -162,9 +162,10 @@ def _shipped_members(
     """The fold models (ship=ensemble) or one model fitted on all data (ship=final)."""
     if request.ship == "ensemble" and cv is not None and cv.models:
         return cv.models, cv.histories[0], {"epochs": cv.best_epochs}, 0.0
-    epochs = int(np.median(cv.best_epochs)) if cv else request.config.epochs
+    epochs = int(np.median(cv.best_epochs)) if cv and cv.best_epochs else None
     final = fit(x, y, len(classes), request.config, None, work / "final", epochs=epochs)
-    return [final.model], final.history, {"epochs": epochs, **final.notes}, final.seconds
+    ran = len(final.history["loss"])  # of the fine-tuning stage, for a pretrained backbone
+    return [final.model], final.history, {"epochs": ran, **final.notes}, final.seconds
 
 
 def _keep_keras(request: TrainRequest, version: int, members: list[Any]) -> None:

@@ -1,10 +1,11 @@
-"""`ctscan pretrain`: one compact backbone learned from other tasks' images.
+"""`ctscan pretrain`: one backbone learned from other tasks' images (the compact CNN from random
+weights, or EfficientNet-Lite0 from its ImageNet weights).
 
 The classes are the source datasets' classes side by side (`head_ct/1`, `sarscov2_ct/covid`,
 ...). Images of the datasets named in `exclude` (the task the backbone will be fine-tuned on)
 are left out by content hash, so cross-validation of that task stays free of leakage. The
-weights file is what `ctscan train --arch compact --weights PATH` starts from; a JSON file
-beside it says how it was made, and the model card repeats it.
+weights file is what `ctscan train --arch ARCH --weights PATH` starts from (same ARCH); a JSON
+file beside it says how it was made, and the model card repeats it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.imaging.preprocess import InputSpec
-from training.architectures import compact_backbone
+from training.architectures import EFFICIENTNET_LITE0, pretrained_backbone
 from training.arrays import load_arrays
 from training.data import DatasetReport, Sample, clean, discover
 from training.train import TrainConfig, fit
@@ -29,6 +30,7 @@ from training.train import TrainConfig, fit
 log = logging.getLogger(__name__)
 
 WEIGHTS_SUFFIX = ".weights.h5"
+PRETRAINABLE = ("compact", EFFICIENTNET_LITE0)
 
 
 @dataclass
@@ -85,11 +87,12 @@ def pretrain(request: PretrainRequest) -> Path:
     work = request.output.parent / f".{request.output.name}.work"
     fitted = fit(x, y, len(classes), request.config, None, work)
     request.output.parent.mkdir(parents=True, exist_ok=True)
-    compact_backbone(fitted.model).save_weights(str(request.output))
+    pretrained_backbone(fitted.model).save_weights(str(request.output))
     shutil.rmtree(work, ignore_errors=True)
     provenance = {
         "method": "supervised classification over the source datasets' classes",
-        "initialisation": "random weights (no ImageNet weights)",
+        "arch": request.config.arch,
+        "initialisation": initialisation(request.config),
         "sources": [root.name for root in request.sources],
         "excluded_datasets": [root.name for root in request.exclude],
         "excluded_images_by_content": left_out,
@@ -99,8 +102,29 @@ def pretrain(request: PretrainRequest) -> Path:
         "image_size": request.spec.height,
         "width": request.config.width,
         "epochs": request.config.epochs,
+        **fine_tuning(request.config),
         "final_training_accuracy": fitted.history["accuracy"][-1],
         "seconds": round(time.perf_counter() - started, 1),
     }
     provenance_path(request.output).write_text(json.dumps(provenance, indent=2))
     return request.output
+
+
+def initialisation(config: TrainConfig) -> str | dict[str, Any]:
+    """Where the pretraining started: random weights, or the ImageNet checkpoint's record."""
+    if not config.pretrained:
+        return "random weights (no ImageNet weights)"
+    from training.efficientnet_lite import provenance
+
+    return {"method": "ImageNet-1k classification (published weights)", **provenance()}
+
+
+def fine_tuning(config: TrainConfig) -> dict[str, Any]:
+    """The fine-tuning stage of an ImageNet start (head first on frozen features)."""
+    if not config.pretrained:
+        return {}
+    return {
+        "fine_tune_layers": config.fine_tune_layers,
+        "fine_tune_epochs": config.fine_tune_epochs,
+        "fine_tune_learning_rate": config.fine_tune_learning_rate,
+    }

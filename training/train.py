@@ -155,7 +155,8 @@ def fit(
     epochs: int | None = None,
     watched: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FitResult:
-    """Train one model; with `validation`, early stopping picks the best epoch. `watched`
+    """Train one model; with `validation`, early stopping picks the best epoch; `epochs` fixes
+    the count instead (of the fine-tuning stage, for a pretrained backbone). `watched`
     images are scored after every epoch (`scored_loss`, `scored_accuracy` in the history)
     without influencing training."""
     keras.utils.set_random_seed(config.seed)
@@ -173,7 +174,7 @@ def fit(
     if config.pretrained:
         notes["feature_cache"] = train_head_on_cached_features(model, x, y, classes, config)
         set_trainable_tail(model, config.fine_tune_layers)
-        rate, stage_epochs = config.fine_tune_learning_rate, config.fine_tune_epochs
+        rate, stage_epochs = config.fine_tune_learning_rate, epochs or config.fine_tune_epochs
     else:
         rate, stage_epochs = config.learning_rate, epochs or config.epochs
     compile_model(model, rate, config, classes)
