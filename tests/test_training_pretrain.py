@@ -182,3 +182,23 @@ def test_a_wider_compact_cnn_has_more_channels_and_needs_a_backbone_as_wide(
         build("compact", 32, 2, weights=str(wide))
     with pytest.raises(ValueError, match="compact CNN only"):
         build("resnet50", 32, 2, width=1.5)
+
+
+def test_the_command_refuses_an_architecture_it_cannot_pretrain(
+    datasets: dict[str, Path], tmp_path: Path
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from training.cli import register
+
+    cli = typer.Typer()
+    register(cli)
+    output = tmp_path / "bb" / "vgg.weights.h5"
+    result = CliRunner().invoke(
+        cli,
+        ["pretrain", "--data", str(datasets["first"]), "--arch", "vgg19", "--output", str(output)],
+    )
+    assert result.exit_code == 2
+    assert "compact, efficientnet-lite0" in result.output
+    assert not output.parent.exists()
