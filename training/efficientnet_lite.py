@@ -47,6 +47,7 @@ def provenance() -> dict[str, str]:
 
     path = checkpoint_path()
     return {
+        "method": "ImageNet-1k classification (published weights)",
         "package": PACKAGE,
         "version": version(PACKAGE),
         "file": path.name,

@@ -221,7 +221,7 @@ def _pretrained_source(config: Any) -> dict[str, Any] | None:
     if config.arch == "efficientnet-lite0" and config.weights == "imagenet":
         from training.efficientnet_lite import provenance
 
-        return {"method": "ImageNet-1k classification (published weights)", **provenance()}
+        return provenance()
     return read_provenance(config.weights)
 
 

@@ -116,7 +116,7 @@ def initialisation(config: TrainConfig) -> str | dict[str, Any]:
         return "random weights (no ImageNet weights)"
     from training.efficientnet_lite import provenance
 
-    return {"method": "ImageNet-1k classification (published weights)", **provenance()}
+    return provenance()
 
 
 def fine_tuning(config: TrainConfig) -> dict[str, Any]:
