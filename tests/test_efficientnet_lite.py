@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,23 @@ from PIL import Image  # noqa: E402
 
 from training import efficientnet_lite  # noqa: E402
 from training.torch_checkpoint import LEGACY_MAGIC, CheckpointError, parse_state_dict  # noqa: E402
+from training.train import TrainConfig  # noqa: E402
+
+
+def tiny_lite0_config(**changes: Any) -> TrainConfig:
+    """EfficientNet-Lite0 from the real ImageNet checkpoint, sized for a test: 64 px (at 32 px
+    the fine-tuned tail gets no gradient), one epoch per stage, the last 10 layers fine-tuned."""
+    tiny: dict[str, Any] = {
+        "arch": "efficientnet-lite0",
+        "weights": "imagenet",
+        "image_size": 64,
+        "epochs": 1,
+        "batch_size": 8,
+        "fine_tune_layers": 10,
+        "fine_tune_epochs": 1,
+    }
+    return TrainConfig(**(tiny | changes))
+
 
 # photograph → ImageNet class indices any of which must be among the top 5
 EXPECTED = {
@@ -108,19 +126,9 @@ def test_transfer_learning_offline_from_the_real_checkpoint(tmp_path) -> None:  
 
     from tests.test_training_models import blob_dataset, tiny_request
     from training.pipeline import run
-    from training.train import TrainConfig
 
     blob_dataset(tmp_path / "data", per_class=8, size=64)
-    config = TrainConfig(
-        arch="efficientnet-lite0",
-        weights="imagenet",
-        image_size=64,
-        epochs=3,
-        batch_size=8,
-        fine_tune_layers=10,
-        fine_tune_epochs=1,
-        tta_flip=False,
-    )
+    config = tiny_lite0_config(epochs=3, tta_flip=False)
     card = json.loads(
         (run(tiny_request(tmp_path, "lite", config, folds=0)) / "metadata.json").read_text()
     )
@@ -135,18 +143,10 @@ def test_transfer_learning_offline_from_the_real_checkpoint(tmp_path) -> None:  
 def test_a_refit_runs_the_fine_tuning_epochs_it_is_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The final refit of a pretrained backbone fine-tunes for the folds' median epoch, not
     for `--fine-tune-epochs`."""
-    from training.train import TrainConfig, fit
+    from training.train import fit
 
     rng = np.random.default_rng(0)
     x = rng.random((8, 64, 64, 1), dtype=np.float32)
-    config = TrainConfig(
-        arch="efficientnet-lite0",
-        weights="imagenet",
-        image_size=64,
-        epochs=1,
-        batch_size=8,
-        fine_tune_layers=5,
-        fine_tune_epochs=1,
-    )
+    config = tiny_lite0_config(fine_tune_layers=5)
     fitted = fit(x, np.array([0, 1] * 4), 2, config, None, tmp_path, epochs=2)
     assert len(fitted.history["loss"]) == 2

@@ -97,24 +97,14 @@ def test_efficientnet_lite0_pretrains_from_imagenet_and_training_starts_from_it(
     """Cross-task pretraining from the ImageNet start: the tail moves away from the ImageNet
     weights, the frozen part keeps them, the record names the checkpoint, and a Lite0 at
     another input size loads the result."""
+    from tests.test_efficientnet_lite import tiny_lite0_config
     from training import efficientnet_lite
     from training.architectures import WeightsUnavailable, backbone_of, build
     from training.pretrain import pretrain
-    from training.train import TrainConfig
 
     request = pretrain_request(datasets, tmp_path / "bb" / "lite.weights.h5")
-    request.spec = InputSpec(height=64, width=64)  # at 32 px the tail's gradients vanish
-    request.config = TrainConfig(
-        arch="efficientnet-lite0",
-        weights="imagenet",
-        image_size=64,
-        epochs=1,
-        batch_size=8,
-        fine_tune_layers=10,
-        fine_tune_epochs=1,
-        learning_rate=1e-2,
-        fine_tune_learning_rate=1e-2,
-    )
+    request.config = tiny_lite0_config(learning_rate=1e-2, fine_tune_learning_rate=1e-2)
+    request.spec = InputSpec(height=64, width=64)  # the config's size
     weights = pretrain(request)
     provenance = json.loads((tmp_path / "bb" / "lite.json").read_text())
     assert provenance["arch"] == "efficientnet-lite0" and provenance["fine_tune_layers"] == 10
