@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         "EXHAUSTIVE", description="CUDA provider: cuDNN convolution algorithm search"
     )
     decode_workers: int = Field(0, ge=0, description="Decode threads; 0 = the CPUs we may use")
+    inline_max_bytes: int = Field(
+        1 << 20,
+        ge=0,
+        description="A lone upload up to this size is decoded and run on the event loop itself, "
+        "sparing two thread hand-offs, when nothing else is being decoded or batched; 0 = never",
+    )
     max_queue: int = Field(64, ge=1, description="Requests waiting per stage before 503")
     body_timeout_s: float = Field(
         60.0, gt=0, description="Seconds a request body may take to arrive; slower gets 408"

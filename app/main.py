@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.admission import InFlightLimit
+from app.admission import InFlight, InFlightLimit
 from app.api import (
     dicomweb,
     docs,
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.settings = settings
     app.state.store = store or ModelStore(settings)
     app.state.metrics = Metrics()
+    app.state.in_flight = InFlight()
     # created again by each lifespan run; these serve callers that run no lifespan
     app.state.runner = WorkerPool(settings.decoders, settings.max_queue, settings.retry_after_s)
     app.state.batchers = Batchers(settings, app.state.metrics)
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     _add_middleware(app, settings)
     install_error_handlers(app)
     protected = [Depends(require_api_key)]
+    for path, endpoint in predict.served_routes(checks=[require_api_key]):  # matched first
+        app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
     app.include_router(predict.router, dependencies=protected)
     app.include_router(explain.router, dependencies=protected)
     app.include_router(studies.router, dependencies=protected)
@@ -91,7 +94,10 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
-        InFlightLimit, limit=settings.max_in_flight, retry_after_s=settings.retry_after_s
+        InFlightLimit,
+        limit=settings.max_in_flight,
+        retry_after_s=settings.retry_after_s,
+        in_flight=app.state.in_flight,
     )
     app.add_middleware(  # outside the in-flight cap: its size and deadline bound the drain
         BodySizeLimit,

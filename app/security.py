@@ -5,9 +5,10 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 
 from app.api.deps import SettingsDep
+from app.config import Settings
 from app.errors import ServiceError
 
 
@@ -36,14 +37,14 @@ def _challenge(detail: str) -> Unauthorized:
     return Unauthorized(detail, headers={"WWW-Authenticate": 'Bearer realm="ctscan"'})
 
 
-async def require_api_key(
-    settings: SettingsDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> None:
+async def require_api_key(request: Request) -> None:
     """Pass when no API keys are configured, or the request carries a user or admin key."""
-    allowed = [*settings.api_keys, *settings.admin_keys]
-    if settings.api_keys and not _matches(_presented(authorization, x_api_key), allowed):
+    settings: Settings = request.app.state.settings
+    if not settings.api_keys:
+        return
+    headers = request.headers
+    presented = _presented(headers.get("authorization"), headers.get("x-api-key"))
+    if not _matches(presented, [*settings.api_keys, *settings.admin_keys]):
         raise _challenge("a valid API key is required (Authorization: Bearer, or X-API-Key)")
 
 

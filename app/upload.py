@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import HTTPException
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import BadRequest, PayloadTooLarge, error_response
+from app.multipart import boundary_of, form_files
 
 MULTIPART_OVERHEAD = 64 * 1024
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -93,16 +92,18 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
-    """The uploaded file's bytes, read in chunks; 413 as soon as it passes `max_bytes`."""
-    chunks: list[bytes] = []
-    total = 0
-    while chunk := await upload.read(CHUNK):
-        total += len(chunk)
-        if total > max_bytes:
-            raise PayloadTooLarge(f"the file exceeds the {max_bytes}-byte upload limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def read_form_file(request: Request, max_bytes: int, field: str = "file") -> bytes:
+    """The one file of the multipart form's field `field`: the body is read whole (within the
+    multipart allowance) and parsed in one pass; 400 for a malformed form or anything but one
+    such file, 413 for a file over `max_bytes`."""
+    boundary = boundary_of(request.headers.get("content-type"))
+    capped = capped_chunks(request, max_bytes + MULTIPART_OVERHEAD, "request body")
+    files = form_files(b"".join([chunk async for chunk in capped]), boundary, field)
+    if len(files) != 1:
+        raise BadRequest(f"send exactly one file in the `{field}` field")
+    if len(files[0]) > max_bytes:
+        raise PayloadTooLarge(f"the file exceeds the {max_bytes}-byte upload limit")
+    return files[0]
 
 
 def is_multipart(content_type: str | None) -> bool:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import app.api.predict as predict_api
 from app.config import Settings
 from app.inference.store import ModelStore
 from app.main import create_app
@@ -86,6 +89,43 @@ def test_default_model_and_pinned_version(client: TestClient) -> None:
     pinned = upload(client, png_bytes(), path="/v1/models/toy/versions/1/predict")
     assert assert_prediction(pinned, ["dark", "bright"])["version"] == 1
     assert_problem(upload(client, png_bytes(), path="/v1/models/toy/versions/9/predict"), 404)
+
+
+def test_the_plain_predict_routes_keep_the_documented_contract(client: TestClient) -> None:
+    """The predict routes are served by plain routes in front of their FastAPI declarations
+    (app/api/predict.py `served_routes`): what those do not match still gets the declared
+    answers, and OpenAPI still documents all three."""
+    version_not_a_number = upload(client, png_bytes(), path="/v1/models/toy/versions/x/predict")
+    assert_problem(version_not_a_number, 400)
+    assert_problem(client.get("/v1/models/toy/predict"), 405)
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/predict",
+        "/v1/models/{name}/predict",
+        "/v1/models/{name}/versions/{version}/predict",
+    ):
+        assert "multipart/form-data" in paths[path]["post"]["requestBody"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("limit", "on_the_loop"), [(1 << 20, True), (0, False), (len(png_bytes(240)) - 1, False)]
+)
+def test_a_lone_small_upload_is_decoded_and_run_on_the_event_loop(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, limit: int, on_the_loop: bool
+) -> None:
+    threads: list[str] = []
+    real = predict_api.prepare_and_run_alone
+
+    def noting_the_thread(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(predict_api, "prepare_and_run_alone", noting_the_thread)
+    with TestClient(create_app(settings.model_copy(update={"inline_max_bytes": limit}))) as client:
+        wait_ready(client)
+        body = assert_prediction(upload(client, png_bytes(240)), ["dark", "bright"])
+    assert body["label"] == "bright"
+    assert threads and threads[0].startswith("decode") is not on_the_loop
 
 
 def test_three_class_model(client: TestClient) -> None:

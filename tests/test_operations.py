@@ -64,6 +64,9 @@ def test_api_keys(settings: Settings) -> None:
     assert client.post("/predict", files=files, headers={"X-API-Key": "wrong"}).status_code == 401
     ok = client.post("/predict", files=files, headers={"Authorization": "Bearer user-key"})
     assert ok.status_code == 200
+    for path in ("/v1/models/toy/predict", "/v1/models/toy/versions/1/predict"):
+        assert client.post(path, files=files).status_code == 401
+        assert client.post(path, files=files, headers={"X-API-Key": "user-key"}).status_code == 200
     assert client.get("/v1/models", headers={"X-API-Key": "root-key"}).status_code == 200
     assert client.get("/v1/models").status_code == 401
     assert client.get("/health/ready").status_code == 200  # health stays open

@@ -90,7 +90,7 @@ class DynamicBatcher:
         other announced or queued, no batch running. A lone request then skips two thread
         hand-offs (to the batcher thread and back); None when others are about."""
         with self._incoming_lock:
-            if self._incoming != 1 or self._running or not self._queue.empty():
+            if not self._alone():
                 return None
             self._running += 1
         try:
@@ -101,6 +101,14 @@ class DynamicBatcher:
         finally:
             with self._incoming_lock:
                 self._running -= 1
+
+    def is_alone(self) -> bool:
+        """Whether one image is announced and nothing else: none queued, no batch running."""
+        with self._incoming_lock:
+            return self._alone()
+
+    def _alone(self) -> bool:
+        return self._incoming == 1 and not self._running and self._queue.empty()
 
     @contextmanager
     def expecting(self) -> Iterator[Ticket]:

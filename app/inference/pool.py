@@ -43,6 +43,21 @@ class WorkerPool:
             self._pending -= 1
             self.finished += 1
 
+    def run_here(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `func` in the calling thread, counted as a job of the pool: for work the event
+        loop may do itself because nothing else waits for it (see `idle`)."""
+        self._pending += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self._pending -= 1
+            self.finished += 1
+
+    @property
+    def idle(self) -> bool:
+        """Whether no job runs or waits."""
+        return self._pending == 0
+
     def shutdown(self) -> None:
         """Finish running jobs and stop the threads."""
         self._executor.shutdown(wait=True, cancel_futures=False)
