@@ -27,6 +27,7 @@ def serve(
     """Run the HTTP service with uvicorn."""
     import uvicorn
 
+    from app.http_protocol import TurnBufferedHttpToolsProtocol
     from app.logging_setup import configure_logging
     from app.main import create_app
 
@@ -34,6 +35,7 @@ def serve(
     configure_logging(settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),
+        http=TurnBufferedHttpToolsProtocol,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
