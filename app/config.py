@@ -192,7 +192,11 @@ class Settings(BaseSettings):
         description="TOML rules choosing the model for each study received at "
         "POST /dicomweb/studies (docs/pacs.md); unset: received studies are refused",
     )
-    max_batch_size: int = Field(4, ge=1, description="Images per session.run; 1 = no batching")
+    max_batch_size: int = Field(
+        2,
+        ge=1,
+        description="Images per session.run; 1 = no batching. The CPU default; a GPU wants 16-64",
+    )
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill")
     batch_workers: int = Field(
         2,

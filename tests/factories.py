@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from app.config import Settings
-from app.inference.applicability import ApplicabilityStats, LayerStats
+from app.inference.applicability import ApplicabilityStats, LayerStats, LowerTriangular
 from app.inference.store import ModelStore
 
 CLASSES = ["dark", "bright"]
@@ -103,7 +103,7 @@ def toy_check_stats() -> ApplicabilityStats:
     """Statistics of the toy check (one member, two classes, one feature)."""
     whiten = np.array([[[1 / TOY_CHECK_SPREAD]]], np.float32)  # precision = W Wᵀ
     means = np.array(TOY_CHECK_MEANS, np.float32).reshape(1, 2, 1) @ whiten
-    return ApplicabilityStats([LayerStats(means, whiten, np.ones(1))])
+    return ApplicabilityStats([LayerStats(means, LowerTriangular.from_dense(whiten), np.ones(1))])
 
 
 def write_check(folder: Path, **spec: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ explain), and the store's checks of the statistics file."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,12 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.errors import ModelLoadError
-from app.inference.applicability import ApplicabilityStats, LayerStats, load_stats
+from app.inference.applicability import (
+    ApplicabilityStats,
+    LayerStats,
+    LowerTriangular,
+    load_stats,
+)
 from app.inference.store import load_model_dir
 from app.main import create_app
 from tests.conftest import wait_ready
@@ -203,7 +209,7 @@ def test_a_layer_scores_each_member_by_its_own_mahalanobis_distance() -> None:
     whiten = np.stack([np.linalg.cholesky(np.eye(width) * (m + 1)) for m in range(members)])
     layer = LayerStats(
         np.einsum("mkd,mde->mke", raw_means, whiten).astype(np.float32),
-        whiten.astype(np.float32),
+        LowerTriangular.from_dense(whiten.astype(np.float32)),
         np.array([2.0, 4.0]),
         pieces=2,
     )
@@ -219,3 +225,28 @@ def test_a_layer_scores_each_member_by_its_own_mahalanobis_distance() -> None:
     stats = ApplicabilityStats([layer, layer])
     both = np.concatenate([features, features], axis=1)
     assert stats.score(both) == pytest.approx(layer.ratios(features).mean(axis=1), rel=1e-6)
+
+
+@pytest.mark.parametrize("size", [1, 3, 8, 100, 384])
+def test_packed_whitening_is_exact_and_about_half_the_size(size: int) -> None:
+    rng = np.random.default_rng(size)
+    dense = np.tril(rng.normal(size=(2, size, size))).astype(np.float32)
+    packed = LowerTriangular.from_dense(dense)
+    np.testing.assert_array_equal(packed.dense(), dense)
+    assert packed.shape == (2, size, size)
+    vectors = rng.normal(size=(2, 5, size)).astype(np.float32)
+    np.testing.assert_allclose(packed.times(vectors), vectors @ dense, rtol=1e-5, atol=1e-5)
+    if size >= 100:
+        assert sum(block.nbytes for block in packed.blocks) < 0.58 * dense.nbytes
+
+
+def test_a_whitening_that_is_not_lower_triangular_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lower-triangular"):
+        LowerTriangular.from_dense(np.ones((1, 3, 3), np.float32))
+    stats = toy_check_stats().to_bytes()
+    arrays = dict(np.load(io.BytesIO(stats)))
+    arrays["whiten_0"] = np.ones((1, 2, 2), np.float32)
+    arrays["means_0"] = np.zeros((1, 2, 2), np.float32)
+    np.savez(tmp_path / "applicability.npz", **arrays)
+    with pytest.raises(ModelLoadError, match="unreadable"):
+        load_stats(tmp_path / "applicability.npz")

@@ -1,10 +1,14 @@
-"""The idle heap trim: once after a burst of uploads, never while one is being handled."""
+"""Resident memory: the idle heap trim (once after a burst of uploads, never while one is being
+handled), and what a service without a PACS leaves unloaded."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +97,19 @@ def test_malloc_arenas_are_capped_where_glibc_is() -> None:
     assert limit_malloc_arenas(0) is False
     if platform.libc_ver()[0] == "glibc":
         assert limit_malloc_arenas(2) is True
+
+
+def test_a_service_without_a_pacs_never_loads_httpx(tmp_path: Path) -> None:
+    """httpx loads its command line's libraries (rich, pygments, click) with it: ~5 MB resident
+    that only the DICOMweb client needs, so it is imported when a client is made."""
+    folder = repr(str(tmp_path))
+    script = (
+        "import sys; from pathlib import Path; from app.config import Settings; "
+        "from app.main import create_app; import app.cli; "
+        f"create_app(Settings(models_dir=Path({folder}), data_dir=Path({folder}))); "
+        "print(sorted({'httpx', 'rich'} & set(sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"

@@ -16,7 +16,12 @@ import onnx
 import onnxruntime as ort
 
 from app.imaging.preprocess import InputSpec, to_model_input
-from app.inference.applicability import ApplicabilityStats, LayerStats, largest_layer_mean
+from app.inference.applicability import (
+    ApplicabilityStats,
+    LayerStats,
+    LowerTriangular,
+    largest_layer_mean,
+)
 from training.feature_output import FEATURES, PIECES, TappedLayer, add_features_output
 from training.robustness import RebuiltFolds
 
@@ -101,7 +106,10 @@ def fit_layer(
     classes = len(folds.card["classes"])
     width = part.shape[1] // members
     shell = LayerStats(
-        np.zeros((members, classes, width)), np.zeros((members, 1, 1)), np.ones(members), PIECES
+        np.zeros((members, classes, width)),
+        LowerTriangular.from_dense(np.zeros((members, 1, 1))),
+        np.ones(members),
+        PIECES,
     )
     vectors = shell.member_vectors(part)  # (members, N, D)
     means, whitens, scales = [], [], []
@@ -109,13 +117,14 @@ def fit_layer(
     for member in range(members):
         train_idx, held_idx = folds.splits[member // per_fold]
         mean, whiten = fit_member(vectors[member][train_idx], folds.y[train_idx], classes)
-        one = LayerStats(mean[None], whiten[None], np.ones(1), 1)
+        one = LayerStats(mean[None], LowerTriangular.from_dense(whiten[None]), np.ones(1), 1)
         held = one.ratios(vectors[member][held_idx])[:, 0]
         scales.append(float(np.median(held)))
         ratios[held_idx, member % per_fold] = held / scales[-1]
         means.append(mean)
         whitens.append(whiten)
-    layer = LayerStats(np.stack(means), np.stack(whitens), np.array(scales), PIECES)
+    whiten = LowerTriangular.from_dense(np.stack(whitens))
+    layer = LayerStats(np.stack(means), whiten, np.array(scales), PIECES)
     return layer, ratios
 
 

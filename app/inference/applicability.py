@@ -12,6 +12,7 @@ checksum and the threshold chosen on data."""
 from __future__ import annotations
 
 import io
+import itertools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,52 @@ class ApplicabilitySpec(BaseModel):
 
 
 @dataclass(frozen=True)
+class LowerTriangular:
+    """One lower-triangular (D, D) matrix per member, kept without most of the zeros above the
+    diagonal: split into column blocks, block j holds its columns from row `starts[j]` (its
+    first column) down. At 8 blocks that is 56 % of the dense size (the shipped models' whitening
+    matrices: 13 MB instead of 23), and x @ L reads only that."""
+
+    blocks: tuple[np.ndarray, ...]  # (members, D - start, block width)
+    starts: tuple[int, ...]
+
+    @classmethod
+    def from_dense(cls, dense: np.ndarray, count: int = 8) -> LowerTriangular:
+        """Pack (members, D, D) lower-triangular matrices; ValueError if one is not."""
+        if np.any(np.triu(dense, 1)):
+            raise ValueError("the whitening matrices are not lower-triangular")
+        size = dense.shape[-1]
+        edges = [round(i * size / count) for i in range(count + 1)]
+        starts = tuple(a for a, b in itertools.pairwise(edges) if b > a)
+        ends = [*starts[1:], size]
+        blocks = tuple(
+            np.ascontiguousarray(dense[:, a:, a:b], dtype=np.float32)
+            for a, b in zip(starts, ends, strict=True)
+        )
+        return cls(blocks, starts)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        members, size = self.blocks[0].shape[:2]
+        return members, size, size
+
+    def times(self, vectors: np.ndarray) -> np.ndarray:
+        """(members, N, D) vectors @ each member's matrix."""
+        parts = [
+            np.matmul(vectors[:, :, start:], block)
+            for start, block in zip(self.starts, self.blocks, strict=True)
+        ]
+        return np.concatenate(parts, axis=2)
+
+    def dense(self) -> np.ndarray:
+        members, size, _ = self.shape
+        full = np.zeros((members, size, size), np.float32)
+        for start, block in zip(self.starts, self.blocks, strict=True):
+            full[:, start:, start : start + block.shape[2]] = block
+        return full
+
+
+@dataclass(frozen=True)
 class LayerStats:
     """One pooled layer of every member. Its slice of `features` is `pieces` runs (channel
     means, then channel standard deviations), each holding every member's C values in member
@@ -54,7 +101,7 @@ class LayerStats:
     the means already whitened, and the median distance of its held-out images."""
 
     means: np.ndarray  # (members, classes, D), whitened
-    whiten: np.ndarray  # (members, D, D)
+    whiten: LowerTriangular  # (members, D, D)
     scales: np.ndarray  # (members,)
     pieces: int = 1
 
@@ -74,7 +121,7 @@ class LayerStats:
 
     def ratios(self, part: np.ndarray) -> np.ndarray:
         """(N, members): smallest squared Mahalanobis distance to a class mean / the median."""
-        whitened = np.matmul(self.member_vectors(part.astype(np.float32)), self.whiten)
+        whitened = self.whiten.times(self.member_vectors(part.astype(np.float32)))
         gaps = whitened[:, :, None, :] - self.means[:, None, :, :]  # (M, N, K, D)
         squared = np.einsum("mnkd,mnkd->mnk", gaps, gaps).min(axis=2)
         return np.asarray(squared.T / self.scales, dtype=np.float64)
@@ -108,7 +155,7 @@ class ApplicabilityStats:
     def to_bytes(self) -> bytes:
         arrays: dict[str, np.ndarray] = {"layers": np.array(len(self.layers))}
         for i, layer in enumerate(self.layers):
-            arrays[f"means_{i}"], arrays[f"whiten_{i}"] = layer.means, layer.whiten
+            arrays[f"means_{i}"], arrays[f"whiten_{i}"] = layer.means, layer.whiten.dense()
             arrays[f"scales_{i}"], arrays[f"pieces_{i}"] = layer.scales, np.array(layer.pieces)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
@@ -137,7 +184,7 @@ def load_stats(path: Path) -> ApplicabilityStats:
 def _layer(arrays: Any, index: int) -> LayerStats:
     return LayerStats(
         np.asarray(arrays[f"means_{index}"], dtype=np.float32),
-        np.asarray(arrays[f"whiten_{index}"], dtype=np.float32),
+        LowerTriangular.from_dense(np.asarray(arrays[f"whiten_{index}"], dtype=np.float32)),
         np.asarray(arrays[f"scales_{index}"], dtype=np.float64),
         int(arrays[f"pieces_{index}"]),
     )

@@ -8,15 +8,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.config import Settings
 from app.errors import NotFound, PayloadTooLarge, ServiceError
 from app.pacs.received import DICOM_JSON, FAILED_SOP_SEQUENCE, FAILURE_REASON
 from app.results.files import related_body
 from app.studies.related import RelatedParts, related_boundary
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,8 +68,11 @@ class DicomWebClient:
     """One PACS's DICOMweb service."""
 
     def __init__(self, config: PacsConfig, sleep: Callable[[float], None] = time.sleep) -> None:
+        import httpx  # here: it loads its command line's libraries too, ~5 MB resident
+
         self._config = config
         self._sleep = sleep
+        self._no_connection = httpx.TransportError
         self._http = httpx.Client(
             base_url=config.url,
             headers=config.headers,
@@ -139,7 +143,7 @@ class DicomWebClient:
                 return attempt()
             except Retryable as exc:
                 reason = str(exc)
-            except httpx.TransportError as exc:
+            except self._no_connection as exc:
                 reason = f"{type(exc).__name__} (no connection)"
         raise PacsUnavailable(f"could not {what} after {tries} tries; last: {reason}")
 
