@@ -30,9 +30,9 @@ import httpx
 
 from tests.benchmarks.run import (
     MULTIPART,
+    WireClient,
     http_load,
     multipart,
-    post_upload,
     progress,
     raw_model,
     raw_pipeline,
@@ -139,20 +139,21 @@ def lone_requests(
     bases: dict[str, str], name: str, images: list[bytes], rounds: int = 20
 ) -> dict[str, float]:
     """p50 ms of one upload at a time to each server, alternated in blocks of 8 (first dropped)."""
-    import http.client
     import statistics
 
-    forms = [multipart(image) for image in images]
-    connections = {
-        key: http.client.HTTPConnection(*base.removeprefix("http://").split(":"), timeout=60)
-        for key, base in bases.items()
+    clients = {key: WireClient(base) for key, base in bases.items()}
+    route = f"/v1/models/{name}/predict"
+    forms = {
+        key: [client.request(route, multipart(image), MULTIPART) for image in images]
+        for key, client in clients.items()
     }
     times: dict[str, list[float]] = {key: [] for key in bases}
     for round_index in range(rounds):
-        for key, connection in connections.items():
-            runs = [post_upload(connection, name, forms[(round_index * 8 + i) % len(forms)],
-                                MULTIPART) for i in range(8)]  # fmt: skip
+        for key, client in clients.items():
+            runs = [client.send(forms[key][(round_index * 8 + i) % len(images)]) for i in range(8)]
             times[key].extend(runs[1:])
+    for client in clients.values():
+        client.close()
     return {key: statistics.median(kept) * 1000 for key, kept in times.items()}
 
 
