@@ -12,7 +12,6 @@ beyond the app is uvicorn's HTTP handling and the client itself."""
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import statistics
 import subprocess
@@ -22,17 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.run import MULTIPART, multipart, post_upload, sample_images
+from tests.benchmarks.run import MULTIPART, WireClient, multipart, sample_images
 from tests.server import wait_ready
 
 # (label, from mark, to mark), in the order a request passes them
 STAGES = [
     ("routing, middleware, dependencies, body received and parsed", "enter", "body"),
-    ("rest of the form, upload read, hand-off to a decode thread", "body", "decode"),
+    ("rest of the form, upload read, to a decode thread (none when alone)", "body", "decode"),
     ("decode + preprocessing", "decode", "decoded"),
     ("decode thread → event loop → batcher thread (none when alone)", "decoded", "run"),
     ("session.run", "run", "ran"),
-    ("batcher (or decode) thread → event loop, answer built", "ran", "head"),
+    ("back to the event loop (none when alone), answer built", "ran", "head"),
     ("response head sent", "head", "head_sent"),
     ("response body sent, app returns", "head_sent", "leave"),
 ]
@@ -115,10 +114,11 @@ def medians(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def drive(port: int, name: str, count: int) -> float:
     """Send `count` uploads one after another; the client's median milliseconds."""
-    bodies = [multipart(image) for image in sample_images(8)]
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times = [post_upload(connection, name, bodies[index % 8], MULTIPART) for index in range(count)]
-    connection.close()
+    client = WireClient(f"http://127.0.0.1:{port}")
+    route = f"/v1/models/{name}/predict"
+    requests = [client.request(route, multipart(image), MULTIPART) for image in sample_images(8)]
+    times = [client.send(requests[index % 8]) for index in range(count)]
+    client.close()
     return statistics.median(times[count // 10 :]) * 1000
 
 

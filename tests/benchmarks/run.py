@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import re
 import shutil
 import socket
@@ -202,20 +201,6 @@ class WireClient:
 
     def close(self) -> None:
         self._socket.close()
-
-
-def post_upload(
-    connection: http.client.HTTPConnection, name: str, body: bytes, content_type: str
-) -> float:
-    """POST one `body` to the model's predict route; seconds to the whole answer.
-    Anything but 200 raises."""
-    started = time.perf_counter()
-    connection.request("POST", f"/v1/models/{name}/predict", body, {"Content-Type": content_type})
-    response = connection.getresponse()
-    response.read()
-    if response.status != 200:
-        raise RuntimeError(f"the service answered {response.status}")
-    return time.perf_counter() - started
 
 
 def multipart(image: bytes) -> bytes:
