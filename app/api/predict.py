@@ -124,16 +124,15 @@ class Pipeline:
         data = await self._upload_bytes()  # announced below only once it has fully arrived
         batcher = self.batchers.for_model(model)
         with batcher.expecting() as ticket:
+            work = (model, data, limit, window, ticket)
             if await self._may_run_here(batcher, data):
-                work = (model, data, limit, window, ticket)
-                tensor, described, alone = self.runner.run_here(prepare_and_run_alone, *work)
-                scored = alone if alone is not None else await batched(ticket, tensor)
+                prepared = self.runner.run_here(prepare_and_run_alone, *work)
+                described, scored = await answered(ticket, prepared)
             else:
                 with self._abandoned_if_client_leaves():
-                    job = self.runner.run(prepare_and_run_alone, model, data, limit, window, ticket)
-                    del data  # neither the upload nor its full-size pixels wait for the batch
-                    tensor, described, alone = await job
-                    scored = alone if alone is not None else await batched(ticket, tensor)
+                    job = self.runner.run(prepare_and_run_alone, *work)
+                    del data, work  # neither the upload nor its pixels wait for the batch
+                    described, scored = await answered(ticket, await job)
         return self.checked(build_result(model, described, scored))
 
     async def _may_run_here(self, batcher: DynamicBatcher, data: bytes) -> bool:
@@ -264,7 +263,13 @@ def served_routes(checks: Sequence[Check]) -> list[ServedRoute]:
     ]
 
 
-async def batched(ticket: Ticket, tensor: np.ndarray) -> Scored:
-    """The image's answer from the batch it joins (others were about when it was ready)."""
+async def answered(
+    ticket: Ticket, prepared: tuple[np.ndarray, dict[str, Any], Scored | None]
+) -> tuple[dict[str, Any], Scored]:
+    """The upload's description and its answer: already run alone, or else from the batch it
+    joins (others were about when it was ready)."""
+    tensor, described, alone = prepared
+    if alone is not None:
+        return described, alone
     scored: Scored = await asyncio.wrap_future(ticket.submit(tensor))
-    return scored
+    return described, scored
