@@ -146,7 +146,7 @@ class Pipeline:
             return False
         for _ in range(TURNS_BEFORE_RUNNING_HERE):
             await asyncio.sleep(0)
-        return self.in_flight.count == 1 and self.runner.idle and batcher.is_alone()
+        return self.in_flight.count == 1 and self.runner.pending == 0 and batcher.is_alone()
 
     def checked(self, result: dict[str, Any]) -> dict[str, Any]:
         """Count the answer's applicability verdict; refuse an outside one when so set."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 from typing import ParamSpec, TypeVar
 
@@ -35,28 +36,25 @@ class WorkerPool:
                 f"{self._pending} requests are already queued; retry shortly",
                 headers={"Retry-After": self._retry_after},
             )
-        self._pending += 1
-        try:
+        with self._counted():
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, partial(func, *args, **kwargs))
-        finally:
-            self._pending -= 1
-            self.finished += 1
 
     def run_here(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `func` in the calling thread, counted as a job of the pool: for work the event
-        loop may do itself because nothing else waits for it (see `idle`)."""
+        loop may do itself because nothing else waits for it (`pending` is 0)."""
+        with self._counted():
+            return func(*args, **kwargs)
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        """One job pending while inside; finished when it leaves."""
         self._pending += 1
         try:
-            return func(*args, **kwargs)
+            yield
         finally:
             self._pending -= 1
             self.finished += 1
-
-    @property
-    def idle(self) -> bool:
-        """Whether no job runs or waits."""
-        return self._pending == 0
 
     def shutdown(self) -> None:
         """Finish running jobs and stop the threads."""
