@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
-from app.api.deps import SettingsDep
 from app.config import Settings
 from app.errors import ServiceError
 
@@ -16,9 +14,11 @@ class Unauthorized(ServiceError):
     status, title, slug = 401, "Unauthorized", "unauthorized"
 
 
-def _presented(authorization: str | None, x_api_key: str | None) -> str | None:
-    if x_api_key:
+def _presented(request: Request) -> str | None:
+    """The key the request carries: `X-API-Key`, else `Authorization: Bearer`."""
+    if x_api_key := request.headers.get("x-api-key"):
         return x_api_key
+    authorization = request.headers.get("authorization")
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
     return None
@@ -40,21 +40,15 @@ def _challenge(detail: str) -> Unauthorized:
 async def require_api_key(request: Request) -> None:
     """Pass when no API keys are configured, or the request carries a user or admin key."""
     settings: Settings = request.app.state.settings
-    if not settings.api_keys:
-        return
-    headers = request.headers
-    presented = _presented(headers.get("authorization"), headers.get("x-api-key"))
-    if not _matches(presented, [*settings.api_keys, *settings.admin_keys]):
+    allowed = [*settings.api_keys, *settings.admin_keys]
+    if settings.api_keys and not _matches(_presented(request), allowed):
         raise _challenge("a valid API key is required (Authorization: Bearer, or X-API-Key)")
 
 
-async def require_admin_key(
-    settings: SettingsDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> None:
+async def require_admin_key(request: Request) -> None:
     """Pass only with an admin key; with none configured, admin endpoints are closed."""
-    if not _matches(_presented(authorization, x_api_key), settings.admin_keys):
+    settings: Settings = request.app.state.settings
+    if not _matches(_presented(request), settings.admin_keys):
         raise _challenge("an admin API key is required (CTSCAN_ADMIN_KEYS)")
 
 

@@ -9,7 +9,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.config import Settings
 from app.inference.batchers import Batchers
 from app.inference.pool import WorkerPool
 from app.inference.store import ModelStore
@@ -36,13 +35,7 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 RunnerDep = Annotated[WorkerPool, Depends(get_runner)]
 BatchersDep = Annotated[Batchers, Depends(get_batchers)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
