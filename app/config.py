@@ -114,7 +114,14 @@ class Settings(BaseSettings):
         "peak under load), an arena per session, or off (the C library's allocator)",
     )
     intra_op_spinning: bool = Field(
-        False, description="Idle onnxruntime threads spin; off leaves the CPU to decoding"
+        True, description="Idle onnxruntime threads spin before they sleep (for intra_op_spin_us)"
+    )
+    intra_op_spin_us: int = Field(
+        20,
+        ge=0,
+        description="Longest an idle onnxruntime thread spins: long enough to bridge the gaps "
+        "between one run's operators, too short to take the CPU from decoding between runs; "
+        "0 = onnxruntime's own (long) spin",
     )
     optimized_model_dir: Path | None = Field(
         default_factory=default_graph_cache,

@@ -41,10 +41,30 @@ def test_session_options(arena: CpuArena, spinning: bool, own_arena: bool, share
     assert options.enable_mem_pattern is not shared  # a pattern's block would bypass the arena
 
 
+@pytest.mark.parametrize(
+    ("spinning", "spin_us", "expected"), [(True, 20, "20"), (True, 0, None), (False, 20, None)]
+)
+def test_spinning_is_bounded_when_asked(spinning: bool, spin_us: int, expected: str | None) -> None:
+    """A bound is passed only with spinning on; 0 leaves onnxruntime's own spin."""
+    options = session_options(2, spinning=spinning, spin_us=spin_us)
+    assert entry(options, "session.intra_op.spin_duration_us") == expected
+
+
+def test_spinning_is_bounded_by_default() -> None:
+    fields = Settings.model_fields
+    assert fields["intra_op_spinning"].default is True
+    assert fields["intra_op_spin_us"].default == 20
+
+
 def shared_entry(options: ort.SessionOptions) -> str | None:
     """The session's `session.use_env_allocators` entry, or None when unset."""
+    return entry(options, "session.use_env_allocators")
+
+
+def entry(options: ort.SessionOptions, key: str) -> str | None:
+    """A session config entry, or None when unset."""
     try:
-        return options.get_session_config_entry("session.use_env_allocators")
+        return options.get_session_config_entry(key)
     except RuntimeError:  # what onnxruntime raises for a key never set
         return None
 

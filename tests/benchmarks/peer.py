@@ -10,7 +10,8 @@ BentoML service: one batchable API at the service's own predict path (multipart 
 runs a default onnxruntime session on the batch. (A front service calling a batchable classifier
 through `bentoml.depends` failed 15-28 % of concurrent requests with connection resets between
 the two, BentoML's open issue #4971, so the peer is the single-service form.) In one run it
-measures the raw in-process pipeline, the service and the peer: concurrency 1 (p50, the
+measures the raw in-process pipeline, the service (with its defaults, and with each `--variant`
+setting: by default without spinning) and the peer: concurrency 1 (p50, the
 servers alternated in blocks), concurrency 16 (images/s, p99, with wrk when installed) and
 resident memory (the peer's whole process tree). Prints a markdown table."""
 
@@ -164,6 +165,12 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, help="keep BentoML's environment here, to reuse")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        metavar="VAR=VALUE",
+        help="also measure the service with this setting (repeatable; default: no spinning)",
+    )
     args = parser.parse_args()
     images = sample_images()
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,20 +185,17 @@ def main() -> None:
         compare(images, python, folder, args)
 
 
-SPINNING = "service, CTSCAN_INTRA_OP_SPINNING=true"
-
-
 def compare(images: list[bytes], python: Path, folder: Path, args: argparse.Namespace) -> None:
     model = raw_model(args.models_dir, args.model)
     raw, raw_single = raw_pipeline(model, images, 5.0)
     best = max(raw, key=lambda b: raw[b])
     progress(f"raw: {raw_single:.1f} ms at batch 1; {raw[best]:.0f} images/s at batch {best}")
-    service, base, _ = start_server(args.models_dir, capture=False)
-    spinning, spinning_base, _ = start_server(
-        args.models_dir, capture=False, env={"CTSCAN_INTRA_OP_SPINNING": "true"}
-    )
-    peer, peer_base = start_peer(python, folder, args.models_dir, args.model)
-    servers = {"service": base, SPINNING: spinning_base, "BentoML": peer_base}
+    processes, servers = {}, {}
+    for variant in [""] + (args.variant or ["CTSCAN_INTRA_OP_SPINNING=false"]):
+        key = f"service, {variant}" if variant else "service"
+        env = dict([variant.split("=", 1)]) if variant else None
+        processes[key], servers[key], _ = start_server(args.models_dir, capture=False, env=env)
+    peer, servers["BentoML"] = start_peer(python, folder, args.models_dir, args.model)
     try:
         for key, url in servers.items():  # warm each, e.g. BentoML's first batch
             lone_requests({key: url}, args.model, images, rounds=1)
@@ -199,13 +203,10 @@ def compare(images: list[bytes], python: Path, folder: Path, args: argparse.Name
         progress(f"c1 p50 ms: {lone}")
         loads = {key: http_load(url, args.model, images, 16, args) for key, url in servers.items()}
         progress(f"c16: { {k: v.summary() for k, v in loads.items()} }")
-        resident = {
-            "service": resident_mb(service.pid),
-            SPINNING: resident_mb(spinning.pid),
-            "BentoML": tree_resident_mb(peer.pid),
-        }
+        resident = {key: resident_mb(process.pid) for key, process in processes.items()}
+        resident["BentoML"] = tree_resident_mb(peer.pid)
     finally:
-        for server in (service, spinning):
+        for server in processes.values():
             server.terminate()
             server.wait(timeout=30)
         stop(peer)

@@ -74,7 +74,13 @@ def sample_images(count: int = 32) -> list[bytes]:
 
 
 def raw_model(models_dir: Path, name: str) -> LoadedModel:
-    """The model, loaded in this process as the service loads it, for the raw pipeline."""
+    """The model, loaded in this process as the service loads it, for the raw pipeline.
+
+    Same session options as the service, so the targets measure what serving adds. With
+    onnxruntime's default options the raw pipeline is no faster alone (chest CT, alternated in
+    process: 11.6 vs 11.9 ms at batch 1, 122 vs 122 images/s at batch 8, 2026-12-05), but its
+    threads keep spinning after each run and slow whatever the machine does next: alternated
+    with the service, the service's extra time read 0.3-1.0 ms more against it."""
     return loaded_store(models_dir, max_batch_size=1).get(name)
 
 
