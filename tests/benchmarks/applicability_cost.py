@@ -29,7 +29,7 @@ from tests.factories import loaded_store
 
 def without_check(model: LoadedModel, settings: Settings) -> ort.InferenceSession:
     """A session of the model's graph as it was before the check was added, with the service's
-    session options (no spinning, the shared arena)."""
+    session options (bounded spinning, the shared arena)."""
     graph = onnx.load(str(model.path / "model.onnx"))
     kept = [
         n

@@ -77,10 +77,11 @@ def raw_model(models_dir: Path, name: str) -> LoadedModel:
     """The model, loaded in this process as the service loads it, for the raw pipeline.
 
     Same session options as the service, so the targets measure what serving adds. With
-    onnxruntime's default options the raw pipeline is no faster alone (chest CT, alternated in
-    process: 11.6 vs 11.9 ms at batch 1, 122 vs 122 images/s at batch 8, 2026-12-05), but its
-    threads keep spinning after each run and slow whatever the machine does next: alternated
-    with the service, the service's extra time read 0.3-1.0 ms more against it."""
+    onnxruntime's default options the raw pipeline is 0.1-0.6 ms faster at batch 1 and as fast
+    at its best batch (chest CT, alternated in process, 2026-12-05: 11.5-11.9 vs 11.9-12.1 ms,
+    120-124 vs 115-124 images/s at batch 8), but its threads keep spinning after each run and
+    slow whatever the machine does next: alternated with the service, the service's extra time
+    read 0.3-1.0 ms more against it."""
     return loaded_store(models_dir, max_batch_size=1).get(name)
 
 
