@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument(
         "--variant",
         action="append",
+        type=setting,
         metavar="VAR=VALUE",
         help="also measure the service with this setting (repeatable; default: no spinning)",
     )
@@ -185,15 +186,24 @@ def main() -> None:
         compare(images, python, folder, args)
 
 
+def setting(text: str) -> tuple[str, str]:
+    """`VAR=VALUE` as (VAR, VALUE), for `--variant`."""
+    variable, equals, value = text.partition("=")
+    if not variable or not equals:
+        raise argparse.ArgumentTypeError(f"expected VAR=VALUE, got {text!r}")
+    return variable, value
+
+
 def compare(images: list[bytes], python: Path, folder: Path, args: argparse.Namespace) -> None:
     model = raw_model(args.models_dir, args.model)
     raw, raw_single = raw_pipeline(model, images, 5.0)
     best = max(raw, key=lambda b: raw[b])
     progress(f"raw: {raw_single:.1f} ms at batch 1; {raw[best]:.0f} images/s at batch {best}")
     processes, servers = {}, {}
-    for variant in [""] + (args.variant or ["CTSCAN_INTRA_OP_SPINNING=false"]):
-        key = f"service, {variant}" if variant else "service"
-        env = dict([variant.split("=", 1)]) if variant else None
+    variants = args.variant or [setting("CTSCAN_INTRA_OP_SPINNING=false")]
+    for variable, value in [("", ""), *variants]:
+        key = f"service, {variable}={value}" if variable else "service"
+        env = {variable: value} if variable else None
         processes[key], servers[key], _ = start_server(args.models_dir, capture=False, env=env)
     peer, servers["BentoML"] = start_peer(python, folder, args.models_dir, args.model)
     try:
