@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import httpx
 from tests.benchmarks.run import (
     MULTIPART,
     WireClient,
+    alternated,
     http_load,
     multipart,
     progress,
@@ -148,14 +150,18 @@ def lone_requests(
         key: [client.request(route, multipart(image), MULTIPART) for image in images]
         for key, client in clients.items()
     }
-    times: dict[str, list[float]] = {key: [] for key in bases}
-    for round_index in range(rounds):
-        for key, client in clients.items():
-            runs = [client.send(forms[key][(round_index * 8 + i) % len(images)]) for i in range(8)]
-            times[key].extend(runs[1:])
+    paths = [partial(send, client, forms[key]) for key, client in clients.items()]
+    blocks = alternated(paths, len(images), rounds)
     for client in clients.values():
         client.close()
-    return {key: statistics.median(kept) * 1000 for key, kept in times.items()}
+    return {
+        key: statistics.median(t for one in rounds_of for t in one) * 1000
+        for key, rounds_of in zip(clients, blocks, strict=True)
+    }
+
+
+def send(client: WireClient, requests: list[bytes], index: int) -> float:
+    return client.send(requests[index])
 
 
 def main() -> None:
@@ -199,11 +205,11 @@ def compare(images: list[bytes], python: Path, folder: Path, args: argparse.Name
     raw, raw_single = raw_pipeline(model, images, 5.0)
     best = max(raw, key=lambda b: raw[b])
     progress(f"raw: {raw_single:.1f} ms at batch 1; {raw[best]:.0f} images/s at batch {best}")
+    variants = args.variant or [("CTSCAN_INTRA_OP_SPINNING", "false")]
+    setups: dict[str, dict[str, str] | None] = {"service": None}
+    setups |= {f"service, {variable}={value}": {variable: value} for variable, value in variants}
     processes, servers = {}, {}
-    variants = args.variant or [setting("CTSCAN_INTRA_OP_SPINNING=false")]
-    for variable, value in [("", ""), *variants]:
-        key = f"service, {variable}={value}" if variable else "service"
-        env = {variable: value} if variable else None
+    for key, env in setups.items():
         processes[key], servers[key], _ = start_server(args.models_dir, capture=False, env=env)
     peer, servers["BentoML"] = start_peer(python, folder, args.models_dir, args.model)
     try:

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,24 +143,34 @@ def paired_single(
         return time.perf_counter() - started
 
     paths = (raw, lambda index: client.send(forms[index]), lambda index: client.send(wholes[index]))
-    blocks: list[list[list[float]]] = [[] for _ in paths]  # per path, per round
-    for round_index in range(rounds):
-        for path, kept in zip(paths, blocks, strict=True):
-            runs = [path((round_index * block + i) % len(images)) for i in range(block)]
-            kept.append(runs[1:])
+    blocks = alternated(paths, len(images), rounds, block)
     client.close()
     raw_ms, form_ms, whole_ms = (
         statistics.median(t for one in rounds_of for t in one) * 1000 for rounds_of in blocks
     )
     form_extra, whole_extra = (
         statistics.median(
-            statistics.median(mine) - statistics.median(raw)
-            for mine, raw in zip(served, blocks[0], strict=True)
+            statistics.median(mine) - statistics.median(theirs)
+            for mine, theirs in zip(served, blocks[0], strict=True)
         )
         * 1000
         for served in blocks[1:]
     )
     return SingleImage(raw_ms, form_ms, whole_ms, form_extra, whole_extra)
+
+
+def alternated(
+    paths: Sequence[Callable[[int], float]], count: int, rounds: int, block: int = 8
+) -> list[list[list[float]]]:
+    """Each path `block` times back to back (on items 0..count-1 in turn), path after path,
+    `rounds` times: per path, per round, the seconds of its runs without the block's first,
+    which pays for the switch from the path before."""
+    blocks: list[list[list[float]]] = [[] for _ in paths]
+    for round_index in range(rounds):
+        for path, kept in zip(paths, blocks, strict=True):
+            runs = [path((round_index * block + i) % count) for i in range(block)]
+            kept.append(runs[1:])
+    return blocks
 
 
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
