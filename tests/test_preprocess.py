@@ -125,3 +125,31 @@ def test_a_model_cropping_to_the_body_answers_alike_with_a_black_border() -> Non
     plain = predict_bytes(model, png(slice_), 10**9)["probabilities"]
     zoomed_out = predict_bytes(model, png(bordered), 10**9)["probabilities"]
     assert zoomed_out == pytest.approx(plain, abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_percentiles_are_numpys_numbers(dtype: type) -> None:
+    """One partial sort for both ends of the stretch, bit for bit what `np.percentile` gives
+    (the shipped models were trained on its numbers)."""
+    from app.imaging.preprocess import percentiles
+
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        shape = (int(rng.integers(1, 70)), int(rng.integers(1, 70)))
+        values = rng.random(shape).astype(dtype)
+        if trial % 3 == 0:
+            values = np.round(values * 4) / 4  # ties
+        qs = (0.0, 100.0) if trial % 7 == 0 else tuple(float(q) for q in rng.uniform(0, 100, 2))
+        assert percentiles(values, qs) == [float(v) for v in np.percentile(values, qs)]
+
+
+def test_the_stretch_leaves_the_callers_pixels_alone() -> None:
+    grey = np.random.default_rng(3).random((16, 16)).astype(np.float32)  # already input size
+    before = grey.copy()
+    out = to_model_input(grey, InputSpec(height=16, width=16))
+    assert np.array_equal(grey, before) and out.min() == 0.0 and out.max() == 1.0
+
+
+def test_a_card_cannot_ask_for_a_percentile_outside_0_to_100() -> None:
+    with pytest.raises(ValueError, match="100"):
+        InputSpec(height=8, width=8, percentiles=(1.0, 101.0))

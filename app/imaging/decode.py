@@ -112,11 +112,12 @@ def _to_grey(image: Image.Image) -> np.ndarray:
         image = _flatten_alpha(image)
     elif mode != "L":
         image = image.convert("RGB").convert("L")
-    return np.asarray(image, dtype=np.float32) / 255.0
+    grey: np.ndarray = np.divide(np.asarray(image), np.float32(255), dtype=np.float32)
+    return grey  # one pass from the 8-bit pixels
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
-    rgba = image.convert("RGBA")
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     if rgba.getchannel("A").getextrema() == (255, 255):  # opaque: nothing to composite
         return rgba.convert("L")
     black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))

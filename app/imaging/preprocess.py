@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+Percent = Annotated[float, Field(ge=0, le=100)]
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -43,7 +44,7 @@ class InputSpec(BaseModel):
     intensity: Literal["percentile", "minmax", "none"] = Field(
         "percentile", description="Per-image contrast stretch applied after resizing"
     )
-    percentiles: tuple[float, float] = (1.0, 99.0)
+    percentiles: tuple[Percent, Percent] = (1.0, 99.0)
     in_graph: list[str] = Field(
         default_factory=list, description="Preprocessing done inside the ONNX graph"
     )
@@ -77,8 +78,9 @@ def crop_to_foreground(grey: np.ndarray) -> np.ndarray:
     if high - low < 1e-6:
         return grey
     bright = grey > low + FOREGROUND_LEVEL * (high - low)
-    rows = np.flatnonzero(bright.mean(axis=1) >= FOREGROUND_SHARE)
-    columns = np.flatnonzero(bright.mean(axis=0) >= FOREGROUND_SHARE)
+    height, width = bright.shape  # shares from counts: no float copy of the mask
+    rows = np.flatnonzero(np.count_nonzero(bright, axis=1) / width >= FOREGROUND_SHARE)
+    columns = np.flatnonzero(np.count_nonzero(bright, axis=0) / height >= FOREGROUND_SHARE)
     if rows.size == 0 or columns.size == 0:
         return grey
     return grey[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
@@ -91,7 +93,33 @@ def dark_level(grey: np.ndarray, percentile: float) -> float:
     """The image's `percentile`-th percentile from a grid sample of about PAD_SAMPLE pixels:
     a JPEG's ringing or one stray pixel moves the minimum, not this."""
     step = max(1, int(np.sqrt(grey.size / PAD_SAMPLE)))
-    return float(np.percentile(grey[::step, ::step], percentile))
+    (level,) = percentiles(grey[::step, ::step], (percentile,))
+    return level
+
+
+def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """`np.percentile(values, qs)` (linear interpolation; the same numbers, computed as numpy
+    computes them) from one partial sort: `np.percentile` copies and partitions the pixels
+    again for every call."""
+    flat = values.ravel()
+    last = flat.size - 1
+    positions = [last * (q / 100) for q in qs]
+    below = [min(int(p), last) for p in positions]
+    kth = sorted({k for b in below for k in (b, min(b + 1, last))})
+    ordered = np.partition(flat, kth)
+    return [
+        _lerp(ordered[b], ordered[min(b + 1, last)], p - b)
+        for p, b in zip(positions, below, strict=True)
+    ]
+
+
+def _lerp(low: np.floating, high: np.floating, t: float) -> float:
+    """numpy's interpolation between two neighbours: their difference in the values' own
+    type, the rest in float64, exact at both ends."""
+    difference = float(high - low)
+    if t >= 0.5:
+        return float(high) - difference * (1 - t)
+    return float(low) + difference * t
 
 
 def _pad_square(grey: np.ndarray, value: float) -> np.ndarray:
@@ -114,12 +142,16 @@ def _resize(grey: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def _stretch(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The contrast stretch into one new array (`pixels` may be the caller's)."""
     if spec.intensity == "none":
         return np.asarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)
     if spec.intensity == "minmax":
         low, high = float(pixels.min()), float(pixels.max())
     else:
-        low, high = (float(v) for v in np.percentile(pixels, spec.percentiles))
+        low, high = percentiles(pixels, spec.percentiles)
     if high - low < 1e-6:
         return np.zeros_like(pixels)
-    return np.asarray(np.clip((pixels - low) / (high - low), 0.0, 1.0), dtype=np.float32)
+    stretched: np.ndarray = np.subtract(pixels, low, dtype=np.float32)
+    np.divide(stretched, high - low, out=stretched)
+    np.clip(stretched, 0.0, 1.0, out=stretched)
+    return stretched
