@@ -8,7 +8,7 @@ session.run, no HTTP) at batch 1 and its best batch size; (2) the service over r
 (a C load generator that leaves the CPU to the server) or else by an async Python client;
 (3) overload at concurrency 256; (4) process start to ready and resident memory with every model
 loaded. The c16 targets compare the raw best batch and the service measured in turns (raw, then
-c16, three times): the VM's speed drifts. Prints markdown tables and the issue's targets, met or
+c16, five times): the VM's speed drifts. Prints markdown tables and the issue's targets, met or
 not."""
 
 from __future__ import annotations
@@ -424,7 +424,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per wrk load level")
     parser.add_argument("--requests", type=int, default=300, help="per Python-client level")
     parser.add_argument("--raw-seconds", type=float, default=5.0)
-    parser.add_argument("--turns", type=int, default=3, help="raw / c16 turns for the targets")
+    parser.add_argument("--turns", type=int, default=5, help="raw / c16 turns for the targets")
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
