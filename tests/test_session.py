@@ -37,7 +37,7 @@ def test_session_options(arena: CpuArena, spinning: bool, own_arena: bool, share
     assert options.enable_cpu_mem_arena is own_arena
     expected = "1" if spinning else "0"
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
-    assert (shared_entry(options) == "1") is shared
+    assert (entry(options, "session.use_env_allocators") == "1") is shared
     assert options.enable_mem_pattern is not shared  # a pattern's block would bypass the arena
 
 
@@ -54,11 +54,6 @@ def test_spinning_is_bounded_by_default() -> None:
     fields = Settings.model_fields
     assert fields["intra_op_spinning"].default is True
     assert fields["intra_op_spin_us"].default == 20
-
-
-def shared_entry(options: ort.SessionOptions) -> str | None:
-    """The session's `session.use_env_allocators` entry, or None when unset."""
-    return entry(options, "session.use_env_allocators")
 
 
 def entry(options: ort.SessionOptions, key: str) -> str | None:
