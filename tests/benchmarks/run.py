@@ -8,13 +8,15 @@ session.run, no HTTP) at batch 1 and its best batch size; (2) the service over r
 (a C load generator that leaves the CPU to the server) or else by an async Python client;
 (3) overload at concurrency 256; (4) process start to ready and resident memory with every model
 loaded. The c16 targets compare the raw best batch and the service measured in turns (raw, then
-c16, five times): the VM's speed drifts. Prints markdown tables and the issue's targets, met or
-not."""
+c16, five times): the VM's speed drifts. Each turn also reports the CPU time each side used, which
+splits the throughput ratio into cores kept busy x CPU per image. Prints markdown tables and the
+issue's targets, met or not."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import socket
@@ -381,15 +383,68 @@ def http_rows(
 IN_FLIGHT = 16  # the c16 load: requests in flight at once
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds process `pid` (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """The CPU one process used while it did `images` in `wall_s` seconds."""
+
+    cpu_s: float
+    wall_s: float
+    images: float
+
+    def ms_per_image(self) -> float:
+        return self.cpu_s * 1000 / self.images
+
+    def cores(self) -> float:
+        """Cores kept busy on average."""
+        return self.cpu_s / self.wall_s
+
+
+class CpuMeter:
+    """Measures a process's CPU seconds and the wall-clock time over a `with` block."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._cpu = self._started = self.cpu_s = self.wall_s = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._cpu, self._started = process_cpu_s(self._pid), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s = time.perf_counter() - self._started
+        self.cpu_s = process_cpu_s(self._pid) - self._cpu
+
+    def use(self, images_per_s: float) -> CpuUse:
+        """The block's CPU use, for work done at `images_per_s` throughout it."""
+        return CpuUse(self.cpu_s, self.wall_s, images_per_s * self.wall_s)
+
+
 @dataclass
 class Turn:
-    """One turn of the c16 comparison: the raw best batch, then the service at c16."""
+    """One turn of the c16 comparison: the raw best batch, then the service at c16, with the
+    CPU each used (the raw pipeline's process; the server process, not the load generator)."""
 
     raw_rate: float  # images/s of the raw pipeline at the best batch size
     served: Load
+    raw_cpu: CpuUse
+    served_cpu: CpuUse
 
     def throughput_ratio(self) -> float:
         return self.served.rps / self.raw_rate
+
+    def ratio_factors(self) -> tuple[float, float]:
+        """The throughput ratio as (cores busy, service / raw) x (CPU per image, raw /
+        service): whether the service keeps more cores busy or spends less per image."""
+        return (
+            self.served_cpu.cores() / self.raw_cpu.cores(),
+            self.raw_cpu.ms_per_image() / self.served_cpu.ms_per_image(),
+        )
 
     def p99_ratio(self, images: int = IN_FLIGHT) -> float:
         """p99 at c16 over the time the raw pipeline takes for `images` images at its best
@@ -398,16 +453,24 @@ class Turn:
 
 
 def c16_in_turns(
-    model: LoadedModel, base: str, images: list[bytes], best: int, args: argparse.Namespace
+    model: LoadedModel,
+    server_pid: int,
+    base: str,
+    images: list[bytes],
+    best: int,
+    args: argparse.Namespace,
 ) -> list[Turn]:
     """The raw best batch and the service at concurrency 16, measured in turns: this VM's speed
     drifts by up to 30 % within minutes, more than the ratios we look for, so each ratio is
     taken within one turn and the targets use the median turn."""
     turns = []
     for _ in range(args.turns):
-        (rate,) = raw_pipeline(model, images, args.raw_seconds, (best,))[0].values()
-        turns.append(Turn(rate, http_load(base, model.card.name, images, 16, args)))
-        progress(f"turn {len(turns)}: raw {rate:.1f} images/s; c16 {turns[-1].served.summary()}")
+        with CpuMeter(os.getpid()) as raw_meter:
+            (rate,) = raw_pipeline(model, images, args.raw_seconds, (best,))[0].values()
+        with CpuMeter(server_pid) as served_meter:
+            served = http_load(base, model.card.name, images, IN_FLIGHT, args)
+        turns.append(Turn(rate, served, raw_meter.use(rate), served_meter.use(served.rps)))
+        progress(f"turn {len(turns)}: raw {rate:.1f} images/s; c16 {served.summary()}")
     return turns
 
 
@@ -465,7 +528,7 @@ def benchmark(images: list[bytes], args: argparse.Namespace) -> None:
             f"({single.whole_extra_ms:+.2f})"
         )
         rows = http_rows(base, args.model, images, args)
-        turns = c16_in_turns(model, base, images, best, args)
+        turns = c16_in_turns(model, server.pid, base, images, best, args)
         peak = resident_mb(server.pid, "VmHWM")
         time.sleep(Settings().trim_idle_s + 1)  # the service trims its heap once idle
         rss = resident_mb(server.pid)
@@ -492,15 +555,29 @@ def benchmark(images: list[bytes], args: argparse.Namespace) -> None:
 
 
 def print_turns(turns: list[Turn], best: int) -> None:
-    """Each turn of the c16 comparison, so the drift between turns is visible."""
+    """Each turn of the c16 comparison, so the drift between turns is visible, with the CPU
+    each side used: the throughput ratio split into cores kept busy and CPU per image."""
     print(f"\nRaw best batch ({best}) and the service at concurrency 16, in turns:\n")
-    print("| turn | raw images/s | c16 images/s | c16 p99 ms | throughput ratio | p99 ratio |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| turn | raw images/s | c16 images/s | c16 p99 ms | throughput ratio | p99 ratio "
+        "| raw CPU ms/image (cores) | server CPU ms/image (cores) | ratio = cores x CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for index, turn in enumerate(turns, 1):
         print(
             f"| {index} | {turn.raw_rate:.1f} | {turn.served.rps:.1f} | {turn.served.p99:.1f} | "
-            f"{turn.throughput_ratio():.2f} | {turn.p99_ratio():.2f} |"
+            f"{turn.throughput_ratio():.2f} | {turn.p99_ratio():.2f} | {cpu_cells(turn)} |"
         )
+
+
+def cpu_cells(turn: Turn) -> str:
+    """The turn's CPU columns: each side's CPU per image and cores, and the ratio's factors."""
+    raw, served, factors = turn.raw_cpu, turn.served_cpu, turn.ratio_factors()
+    return (
+        f"{raw.ms_per_image():.1f} ({raw.cores():.2f}) | "
+        f"{served.ms_per_image():.1f} ({served.cores():.2f}) | "
+        f"{factors[0]:.2f} x {factors[1]:.2f}"
+    )
 
 
 def print_report(
