@@ -2,12 +2,13 @@
 
     python -m tests.benchmarks.c1_breakdown --model chest-ct-cancer
 
-Starts the service in a child process with timers around the app (an outermost ASGI wrapper
-that also notes when the body has arrived and when each response message is sent), around
+Starts the service in a child process, on the HTTP protocol `ctscan serve` uses, with timers
+around the app (an outermost ASGI wrapper that also notes when the body has arrived and when
+each response message is handed to uvicorn, which writes both at the end of the turn), around
 decode + preprocessing and around `session.run`; sends `--requests` uploads one after another
 over real HTTP; prints the median of each stage as a markdown table. What the app spends besides
 decoding and inference is the service's own overhead at concurrency 1; what the client measures
-beyond the app is uvicorn's HTTP handling and the client itself."""
+beyond the app is uvicorn's HTTP handling, that write and the client itself."""
 
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ STAGES = [
     ("decode thread → event loop → batcher thread (none when alone)", "decoded", "run"),
     ("session.run", "run", "ran"),
     ("back to the event loop (none when alone), answer built", "ran", "head"),
-    ("response head sent", "head", "head_sent"),
-    ("response body sent, app returns", "head_sent", "leave"),
+    ("response head handed to uvicorn", "head", "head_sent"),
+    ("response body handed to uvicorn, app returns", "head_sent", "leave"),
 ]
 
 
@@ -44,6 +45,7 @@ def serve(models_dir: Path, port: int, count: int) -> None:
     import app.inference.batchers as batchers
     import app.inference.predict as predict
     from app.config import Settings
+    from app.http_protocol import TurnBufferedHttpToolsProtocol
     from app.main import create_app
 
     marks: dict[str, float] = {}
@@ -92,7 +94,9 @@ def serve(models_dir: Path, port: int, count: int) -> None:
         if len(rows) == count:
             print(json.dumps(medians(rows[count // 10 :])), flush=True)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(
+        app, http=TurnBufferedHttpToolsProtocol, host="127.0.0.1", port=port, log_level="warning"
+    )  # the protocol `ctscan serve` runs: head and body leave in one write after the turn
 
 
 def medians(rows: list[dict[str, float]]) -> dict[str, float]:
