@@ -36,6 +36,7 @@ from tests.benchmarks.run import (
     alternated,
     http_load,
     multipart,
+    pooled_median_ms,
     progress,
     raw_model,
     raw_pipeline,
@@ -142,8 +143,6 @@ def lone_requests(
     bases: dict[str, str], name: str, images: list[bytes], rounds: int = 20
 ) -> dict[str, float]:
     """p50 ms of one upload at a time to each server, alternated in blocks of 8 (first dropped)."""
-    import statistics
-
     clients = {key: WireClient(base) for key, base in bases.items()}
     route = f"/v1/models/{name}/predict"
     forms = {
@@ -155,8 +154,7 @@ def lone_requests(
     for client in clients.values():
         client.close()
     return {
-        key: statistics.median(t for one in rounds_of for t in one) * 1000
-        for key, rounds_of in zip(clients, blocks, strict=True)
+        key: pooled_median_ms(rounds_of) for key, rounds_of in zip(clients, blocks, strict=True)
     }
 
 

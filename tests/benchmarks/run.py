@@ -147,9 +147,7 @@ def paired_single(
     paths = (raw, lambda index: client.send(forms[index]), lambda index: client.send(wholes[index]))
     blocks = alternated(paths, len(images), rounds, block)
     client.close()
-    raw_ms, form_ms, whole_ms = (
-        statistics.median(t for one in rounds_of for t in one) * 1000 for rounds_of in blocks
-    )
+    raw_ms, form_ms, whole_ms = (pooled_median_ms(rounds_of) for rounds_of in blocks)
     form_extra, whole_extra = (
         statistics.median(
             statistics.median(mine) - statistics.median(theirs)
@@ -173,6 +171,11 @@ def alternated(
             runs = [path((round_index * block + i) % count) for i in range(block)]
             kept.append(runs[1:])
     return blocks
+
+
+def pooled_median_ms(rounds: list[list[float]]) -> float:
+    """The median of one path's runs over all its rounds, in ms (see `alternated`)."""
+    return statistics.median(t for one in rounds for t in one) * 1000
 
 
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
