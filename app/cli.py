@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -27,20 +27,27 @@ def serve(
     """Run the HTTP service with uvicorn."""
     import uvicorn
 
-    from app.http_protocol import TurnBufferedHttpToolsProtocol
     from app.logging_setup import configure_logging
     from app.main import create_app
 
     settings = _settings(models_dir=models_dir, host=host, port=port)
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        http=TurnBufferedHttpToolsProtocol,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        timeout_keep_alive=settings.keep_alive_s,
-    )
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How `ctscan serve` runs uvicorn: our HTTP protocol (one write per answer) and our access
+    log (`app.access_log`) instead of uvicorn's."""
+    from app.http_protocol import TurnBufferedHttpToolsProtocol
+
+    return {
+        "http": TurnBufferedHttpToolsProtocol,
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
+        "timeout_keep_alive": settings.keep_alive_s,
+        "access_log": False,
+    }
 
 
 @cli.command()

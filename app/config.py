@@ -248,6 +248,9 @@ class Settings(BaseSettings):
     )
     poll_interval_s: float = Field(0, ge=0, description="Rescan the model store; 0 = never")
     log_json: bool = Field(False, description="Log one JSON object per line")
+    access_log: bool = Field(
+        True, description="One INFO line per request (method, path with DICOM UIDs masked, status)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, gt=0, lt=65536)
     log_level: str = "INFO"

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.access_log import AccessLog
 from app.admission import InFlight, InFlightLimit
 from app.api import (
     dicomweb,
@@ -114,6 +115,8 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
         )
+    if settings.access_log:
+        app.add_middleware(AccessLog)  # inside the request id: its lines carry the id
     app.add_middleware(RequestIdMiddleware)
 
 

@@ -100,6 +100,27 @@ def test_serve_answers_over_real_http(tmp_path: Path) -> None:
     assert "Application shutdown complete" in output
 
 
+def test_access_lines_carry_status_and_request_id_but_no_study_uid(tmp_path: Path) -> None:
+    write_model(tmp_path / "models", "toy")
+    server, base = start_server(tmp_path / "models")
+    uid = "1.2.826.0.1.3680043.8.498.12345"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            client.post(
+                "/v1/models/toy/predict",
+                files={"file": ("a.png", png_bytes(10))},
+                headers={"X-Request-ID": "req-one"},
+            )
+            client.post(f"/v1/models/toy/pacs/studies/{uid}?store=true")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=30)[0]
+    assert "[req-one]: POST /v1/models/toy/predict 200 " in output
+    assert "POST /v1/models/toy/pacs/studies/{uid} " in output
+    assert uid not in output and "store=true" not in output
+    assert "HTTP/1.1" not in output  # uvicorn's own access line is off
+
+
 SCRIPT = Path(sys.executable).parent / "ctscan"
 
 

@@ -2,7 +2,7 @@
 
     python -m tests.benchmarks.c1_breakdown --model chest-ct-cancer
 
-Starts the service in a child process, on the HTTP protocol `ctscan serve` uses, with timers
+Starts the service in a child process, run as `ctscan serve` runs it, with timers
 around the app (an outermost ASGI wrapper that also notes when the body has arrived and when
 each response message is handed to uvicorn, which writes both at the end of the turn), around
 decode + preprocessing and around `session.run`; sends `--requests` uploads one after another
@@ -44,8 +44,9 @@ def serve(models_dir: Path, port: int, count: int) -> None:
 
     import app.inference.batchers as batchers
     import app.inference.predict as predict
+    from app.cli import uvicorn_options
     from app.config import Settings
-    from app.http_protocol import TurnBufferedHttpToolsProtocol
+    from app.logging_setup import configure_logging
     from app.main import create_app
 
     marks: dict[str, float] = {}
@@ -65,7 +66,8 @@ def serve(models_dir: Path, port: int, count: int) -> None:
         (batchers, "run_rows", "run", "ran"),
     ):  # the names the request path looks up at call time
         setattr(module, attribute, timed(getattr(module, attribute), start, end))
-    inner = create_app(Settings(models_dir=models_dir))
+    settings = Settings(models_dir=models_dir, host="127.0.0.1", port=port)
+    inner = create_app(settings)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -94,9 +96,8 @@ def serve(models_dir: Path, port: int, count: int) -> None:
         if len(rows) == count:
             print(json.dumps(medians(rows[count // 10 :])), flush=True)
 
-    uvicorn.run(
-        app, http=TurnBufferedHttpToolsProtocol, host="127.0.0.1", port=port, log_level="warning"
-    )  # the protocol `ctscan serve` runs: head and body leave in one write after the turn
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(app, **uvicorn_options(settings))  # as `ctscan serve` runs it, access log included
 
 
 def medians(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -140,7 +141,10 @@ def main() -> None:
     command = [sys.executable, "-m", "tests.benchmarks.c1_breakdown", "--serve"]
     command += ["--models-dir", str(args.models_dir), "--port", str(args.port)]
     child = subprocess.Popen(
-        [*command, "--requests", str(args.requests)], stdout=subprocess.PIPE, text=True
+        [*command, "--requests", str(args.requests)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # its log lines, as the HTTP benchmark drops them
+        text=True,
     )
     try:
         wait_ready(f"http://127.0.0.1:{args.port}", 60.0)
