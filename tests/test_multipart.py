@@ -1,4 +1,4 @@
-"""The one-pass multipart form parser of the predict routes (app/multipart.py)."""
+"""The one-pass multipart form reader of the predict routes (app/multipart.py)."""
 
 from __future__ import annotations
 
@@ -35,15 +35,34 @@ def test_fields_without_a_filename_and_other_names_are_not_files() -> None:
     ]
 
 
+def test_preamble_padding_and_epilogue_are_allowed() -> None:
+    file = part("file", b"data").replace(b"--b0undary\r\n", b"--b0undary \t\r\n", 1)
+    body = b"a preamble\r\n" + form(part("note", b"", filename=None), file) + b"an epilogue"
+    assert form_files(body, BOUNDARY, "file") == [b"data"]
+    headerless = b"--b0undary\r\n\r\nno headers\r\n--b0undary--"
+    assert form_files(headerless, BOUNDARY, "file") == []
+
+
 @pytest.mark.parametrize(
     "body",
     [
         b"not a form at all",
+        b"--b0undaryX\r\n\r\ndata\r\n--b0undary--",  # a boundary line with more after it
+        b"--b0undary\r\nno colon here\r\n\r\ndata\r\n--b0undary--",
+        b"--b0undary\r\nContent-Type: a/b\r\ndata, no empty line\r\n--b0undary--",
         form(part("file", b"data"))[:-18],  # cut before the closing boundary
         b"",
         form(*[part(f"f{i}", b"x") for i in range(MAX_PARTS + 1)]),
     ],
-    ids=["garbage", "truncated", "empty", "too-many-parts"],
+    ids=[
+        "garbage",
+        "boundary-suffix",
+        "header-no-colon",
+        "no-blank-line",
+        "truncated",
+        "empty",
+        "too-many-parts",
+    ],
 )
 def test_malformed_forms_are_400(body: bytes) -> None:
     with pytest.raises(BadRequest):
