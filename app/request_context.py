@@ -15,7 +15,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # Ids, not secrets: a generator seeded once from the OS, instead of uuid4, which reads the OS's
 # random source (a system call) for every request.
-_ids = random.Random()  # noqa: S311 (not a secret)
+_ids = random.Random()  # noqa: S311  # nosec B311
 
 
 class RequestIdMiddleware:
