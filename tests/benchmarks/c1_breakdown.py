@@ -17,6 +17,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,19 +141,24 @@ def main() -> None:
         return
     command = [sys.executable, "-m", "tests.benchmarks.c1_breakdown", "--serve"]
     command += ["--models-dir", str(args.models_dir), "--port", str(args.port)]
-    child = subprocess.Popen(
-        [*command, "--requests", str(args.requests)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # its log lines, as the HTTP benchmark drops them
-        text=True,
-    )
-    try:
-        wait_ready(f"http://127.0.0.1:{args.port}", 60.0)
-        client_ms = drive(args.port, args.model, args.requests)
-        stages = json.loads(child.stdout.readline() if child.stdout else "{}")
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
+    with tempfile.TemporaryFile("w+") as log:  # its log lines, shown only if it fails
+        child = subprocess.Popen(
+            [*command, "--requests", str(args.requests)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            wait_ready(f"http://127.0.0.1:{args.port}", 60.0, child)
+            client_ms = drive(args.port, args.model, args.requests)
+            stages = json.loads(child.stdout.readline() if child.stdout else "{}")
+        except Exception:
+            log.seek(0)
+            print(log.read()[-4000:], file=sys.stderr)
+            raise
+        finally:
+            child.terminate()
+            child.wait(timeout=30)
     print_table(args.model, stages, client_ms)
 
 
