@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.access_log import AccessLog
@@ -51,11 +52,20 @@ whole request body; the answer gives every class's probability. Errors are
 **Research use, not for diagnosis.**"""
 
 
+class ServiceApp(FastAPI):
+    """FastAPI with the request id outermost. Starlette puts its ServerErrorMiddleware outside
+    every middleware added with `add_middleware`, so there an unexpected error's log line and
+    its 500 answer came without the request's id."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIdMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> FastAPI:
     """Build the service; models load in the background once the lifespan starts."""
     settings = settings or get_settings()
     limit_malloc_arenas(settings.malloc_arenas)  # before the decode and model threads start
-    app = FastAPI(
+    app = ServiceApp(
         title="CT-scan classification service",
         version=__version__,
         description=DESCRIPTION,
@@ -116,8 +126,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
         )
     if settings.access_log:
-        app.add_middleware(AccessLog)  # inside the request id: its lines carry the id
-    app.add_middleware(RequestIdMiddleware)
+        app.add_middleware(AccessLog)  # inside the request id (ServiceApp): its lines carry it
 
 
 @asynccontextmanager

@@ -46,6 +46,23 @@ def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
     assert len(made["X-Request-ID"]) == 32 and made["X-Request-ID"] != "bad id\\n"
 
 
+def test_an_unexpected_error_answers_and_logs_with_the_request_id(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    caplog.handler.addFilter(RequestIdFilter())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/boom", headers={"X-Request-ID": "req-500"})
+    assert answer.status_code == 500 and answer.headers["X-Request-ID"] == "req-500"
+    logged = [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    assert [getattr(r, "request_id", None) for r in logged] == ["req-500"]
+
+
 def test_json_log_lines_carry_the_request_id() -> None:
     record = logging.LogRecord("ctscan", logging.INFO, __file__, 1, "hello %s", ("x",), None)
     RequestIdFilter().filter(record)
