@@ -17,7 +17,9 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("app.access")
-UID_SEGMENT = re.compile(r"[0-9]+(\.[0-9]+)+")  # DICOM UID syntax: digits and dots
+# DICOM UID syntax (digits and dots) with at least one dot, unlike `app.api.dicomweb.UID`, which
+# validates a UID and accepts a bare number: here a bare number is a version and stays.
+UID_SEGMENT = re.compile(r"[0-9]+(\.[0-9]+)+")
 MAX_PATH_CHARS = 200
 
 
