@@ -7,18 +7,24 @@ compared in alternated starts (on demand, loopback only, bounded in time; needs 
 Each argument is NAME=VARIABLE=VALUE[,VARIABLE=VALUE...] (NAME= for the defaults). Every round
 starts one server per set-up, in turn, and drives it with wrk at concurrency 16, then 64, for
 `--seconds` each; the peak resident size (VmHWM) is read after each. Alternating the starts
-keeps a shared machine's drift from favouring one set-up. Prints one line per server and a
-markdown table."""
+keeps a shared machine's drift from favouring one set-up. `--dicom` uploads each slice as a
+512 x 512 CT DICOM file (16-bit, lung window range) instead of its PNG. Prints one line per
+server and a markdown table."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from tests.benchmarks.run import multipart, progress, resident_mb, sample_images, wrk_load
+from tests.factories import dicom_bytes
 from tests.server import start_server
 
 
@@ -61,6 +67,14 @@ def measure(env: dict[str, str], models_dir: Path, model: str, bodies: Path, sec
         server.wait(timeout=30)
 
 
+def as_ct_dicom(image: bytes, size: int = 512) -> bytes:
+    """A grey slice as a CT DICOM file: grey 0-255 spread over -1350 to 150 HU (the lung window),
+    stored with intercept -1024."""
+    grey = np.asarray(Image.open(io.BytesIO(image)).convert("L").resize((size, size)), np.float64)
+    stored = np.round(grey / 255 * 1500 - 1350 + 1024).clip(0)
+    return dicom_bytes(stored.astype(np.uint16))
+
+
 def table(results: dict[str, list[Start]]) -> str:
     """One row per set-up, each cell listing its starts in order."""
 
@@ -88,6 +102,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per load level")
     parser.add_argument("--model", default="chest-ct-cancer")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--dicom", action="store_true", help="upload 512 x 512 CT DICOM files")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         parser.error("needs wrk (apt-get install wrk)")
@@ -95,7 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bodies = Path(tmp)
         for index, image in enumerate(sample_images()):
-            (bodies / f"body-{index:03d}").write_bytes(multipart(image))
+            body = as_ct_dicom(image) if args.dicom else image
+            (bodies / f"body-{index:03d}").write_bytes(multipart(body))
         for round_ in range(1, args.rounds + 1):
             for name, env in args.setups:
                 start = measure(env, args.models_dir, args.model, bodies, args.seconds)
