@@ -35,7 +35,7 @@ def test_slope_is_applied() -> None:
     np.testing.assert_allclose(decoded.pixels, np.clip((hounsfield - 0) / 800, 0, 1), atol=1e-6)
 
 
-def test_rescaling_makes_one_float32_copy() -> None:
+def test_rescaling_copies_once_and_windowing_may_reuse_it() -> None:
     stored = np.array([[1.0, 2.0]], dtype=np.float32)
     values = rescaled(stored, 2.0, -1.0)
     assert values.dtype == np.float32 and values.tolist() == [[1.0, 3.0]]
@@ -43,6 +43,8 @@ def test_rescaling_makes_one_float32_copy() -> None:
     grey = apply_window(values, (2.0, 2.0))
     assert grey.dtype == np.float32 and grey.tolist() == [[0.0, 1.0]]
     assert values.tolist() == [[1.0, 3.0]]
+    assert apply_window(values, (2.0, 2.0), out=values) is values  # the decoder's own array
+    assert values.tolist() == [[0.0, 1.0]]
 
 
 def test_file_window_then_full_range() -> None:

@@ -47,7 +47,7 @@ def decode_dataset(dataset: Any, window: Window | None = None) -> DecodedImage:
         raise InvalidImage(f"photometric interpretation {interpretation} is not supported")
     hounsfield = _modality_values(dataset)
     chosen, label = _choose_window(dataset, hounsfield, window)
-    grey = apply_window(hounsfield, chosen)
+    grey = apply_window(hounsfield, chosen, out=hounsfield)  # our own array: windowed in place
     if interpretation == "MONOCHROME1":
         np.subtract(1.0, grey, out=grey)
     return DecodedImage(
@@ -129,13 +129,14 @@ def _first(value: Any) -> float:
         return float(value)
 
 
-def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
-    """Linear window (center, width) → [0, 1], clipped outside."""
+def apply_window(values: np.ndarray, window: Window, out: np.ndarray | None = None) -> np.ndarray:
+    """Linear window (center, width) → [0, 1] float32, clipped outside; into `out` (a float32
+    array of the same shape, `values` itself allowed) or one new array."""
     center, width = window
     if width <= 0:
         raise InvalidImage(f"window width must be positive, got {width}")
     low = center - width / 2
-    grey: np.ndarray = np.subtract(values, low, dtype=np.float32)  # one new array, in place
+    grey: np.ndarray = np.subtract(values, low, out=out, dtype=np.float32)
     grey /= width
     np.clip(grey, 0.0, 1.0, out=grey)
     return grey
