@@ -4,11 +4,12 @@ slices (on demand, loopback only, bounded).
     python -m tests.benchmarks.study [--model chest-ct-cancer] [--slices 300] [--rounds 3]
 
 Raw: read each DICOM file (pydicom), window, preprocess and `session.run` at batch 1, 4, 8, 16
-and 32, in one process. Service: a real `ctscan serve` process at its default settings, the zip
-posted `--rounds` times, each round paired with a raw run at its best batch; slices per second
-from the median round, and the server's peak resident memory (VmHWM) over the whole run. The
-slices are the model's own dataset's images written as a CT series through its window when the
-shared datasets are here, else drawn patterns."""
+and 32, in one process (the files as bytes: no zip to inflate, no header pass). Then the cost
+per slice of each stage before `session.run`, in one thread. Service: a real `ctscan serve`
+process at its default settings, the zip posted `--rounds` times, each round paired with a raw
+run at its best batch; slices per second from the median round, and the server's peak resident
+memory (VmHWM) over the whole run. The slices are the model's own dataset's images written as a
+CT series through its window when the shared datasets are here, else drawn patterns."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from app.imaging.dicom import decode_dataset
 from app.imaging.preprocess import to_model_input
 from app.inference.predict import default_window, run_model
 from app.inference.store import LoadedModel
+from app.studies.pipeline import read_headers
+from app.studies.sources import StudyLimits, ZipSource
 from tests.factories import SHIPPED_MODELS, loaded_store
 from tests.series_factory import SeriesSpec, slice_file, zipped
 from tests.server import start_server
@@ -82,6 +85,31 @@ def raw_rate(model: LoadedModel, files: list[bytes], batch: int) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
+def stage_ms(model: LoadedModel, data: bytes) -> dict[str, float]:
+    """Milliseconds per slice of what the study endpoint does before `session.run`, one thread:
+    the header pass over the zip (serial in the service: it bounds any accelerator's rate), then
+    per slice the member's inflation, the DICOM parse and window, and the preprocessing."""
+    import pydicom
+
+    source = ZipSource(io.BytesIO(data), StudyLimits())
+    names, window = source.names(), default_window(model)
+    timed: dict[str, float] = {}
+    started = time.perf_counter()
+    read_headers(source)
+    timed["header pass"] = time.perf_counter() - started
+    started = time.perf_counter()
+    files = [source.read(name) for name in names]
+    timed["member inflation"] = time.perf_counter() - started
+    started = time.perf_counter()
+    greys = [decode_dataset(pydicom.dcmread(io.BytesIO(f)), window).pixels for f in files]
+    timed["DICOM parse and window"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for grey in greys:
+        to_model_input(grey, model.card.input)
+    timed["preprocessing"] = time.perf_counter() - started
+    return {stage: seconds * 1000 / len(names) for stage, seconds in timed.items()}
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -102,6 +130,13 @@ def main() -> None:
     best = max(rates, key=lambda b: rates[b])
     print(
         "raw slices/s by batch: " + ", ".join(f"{b}: {r:.1f}" for b, r in rates.items()), flush=True
+    )
+    stages = stage_ms(model, data)
+    print(
+        "per slice, one thread: "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in stages.items())
+        + f" (the serial header pass alone allows {1000 / stages['header pass']:.0f} slices/s)",
+        flush=True,
     )
     with tempfile.TemporaryDirectory() as data_dir:
         env = {"CTSCAN_DATA_DIR": data_dir}  # the service at its own study batch size
