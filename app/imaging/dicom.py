@@ -101,8 +101,8 @@ def _modality_values(dataset: Any) -> np.ndarray:
 
 def rescaled(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     """Stored values → modality units as one new float32 array, worked on in place (float32
-    holds every 16-bit stored value exactly; three float64 temporaries made a 512 x 512 slice's
-    decode 5 x slower)."""
+    holds every 16-bit stored value exactly; the float64 temporaries it replaced made a 512 x
+    512 slice's decode 5 x slower)."""
     values = np.array(stored, dtype=np.float32)
     if slope != 1.0:
         values *= slope
