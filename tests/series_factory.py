@@ -77,8 +77,7 @@ def slice_file(
     ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
     ds.WindowCenter, ds.WindowWidth = window
     grey = np.full((size, size), spec.greys[index]) if pixels is None else pixels
-    stored = np.round(window[0] - window[1] / 2 + grey * window[1]) + 1024.0
-    ds.PixelData = np.ascontiguousarray(stored.astype(np.uint16)).tobytes()
+    ds.PixelData = np.ascontiguousarray(stored_values(grey, window).astype(np.uint16)).tobytes()
     if compress:
         ds.compress(RLELossless)
     buffer = io.BytesIO()
@@ -140,8 +139,10 @@ def pattern(spec: SeriesSpec, index: int) -> np.ndarray:
 
 
 def stored_values(grey: np.ndarray, window: tuple[float, float] = WINDOW) -> np.ndarray:
-    """Stored values (HU + 1024, rounded) that display as `grey` through `window`."""
-    return np.round(window[0] - window[1] / 2 + grey * window[1]) + 1024.0
+    """Stored values (HU + 1024, rounded) that display as `grey` through `window`, within the
+    unsigned 16-bit range: below -1024 HU (a window reaching under air, e.g. the lung window) a
+    negative value would wrap around in uint16 and turn air white, so air is stored as 0."""
+    return (np.round(window[0] - window[1] / 2 + grey * window[1]) + 1024.0).clip(0, 65535)
 
 
 def single_frame_files(spec: SeriesSpec) -> list[bytes]:
