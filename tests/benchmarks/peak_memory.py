@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.imaging.dicom import WINDOW_PRESETS
 from tests.benchmarks.run import multipart, progress, resident_mb, sample_images, wrk_load
-from tests.factories import dicom_bytes
+from tests.series_factory import SeriesSpec, slice_file
 from tests.server import start_server
 
 
@@ -68,11 +69,9 @@ def measure(env: dict[str, str], models_dir: Path, model: str, bodies: Path, sec
 
 
 def as_ct_dicom(image: bytes, size: int = 512) -> bytes:
-    """A grey slice as a CT DICOM file: grey 0-255 spread over -1350 to 150 HU (the lung window),
-    stored with intercept -1024."""
-    grey = np.asarray(Image.open(io.BytesIO(image)).convert("L").resize((size, size)), np.float64)
-    stored = np.round(grey / 255 * 1500 - 1350 + 1024).clip(0)
-    return dicom_bytes(stored.astype(np.uint16))
+    """A grey slice as a CT DICOM file through the lung window (-1350 to 150 HU)."""
+    grey = np.asarray(Image.open(io.BytesIO(image)).convert("L").resize((size, size))) / 255
+    return slice_file(SeriesSpec([0.0]), 0, 1, pixels=grey, window=WINDOW_PRESETS["lung"])
 
 
 def table(results: dict[str, list[Start]]) -> str:
