@@ -83,3 +83,23 @@ def test_the_study_endpoint_answers_alike_for_every_encoding(client: TestClient)
     enhanced = answers["enhanced CT"]["slices"]
     assert [r["frame"] for r in enhanced] == [5, 4, 3, 2, 1]  # stored last slice first
     assert "only the pixels are checked" in " ".join(answers["NIfTI"]["series"]["notes"])
+
+
+def test_a_volume_larger_than_a_header_read_is_read_whole(tmp_path: Path) -> None:
+    from app.studies.pipeline import HEAD_BYTES, read_header_of
+    from app.studies.sources import FolderSource, StudyLimits
+
+    volume = nifti(SeriesSpec([0.2] * 5, size=128), compress=False)
+    assert len(volume) > HEAD_BYTES
+    (tmp_path / "volume.nii").write_bytes(volume)
+    found = read_header_of(FolderSource(tmp_path, StudyLimits()), "volume.nii")
+    assert not isinstance(found, str) and [h.frame for h in found] == [0, 1, 2, 3, 4]
+
+
+def test_a_volume_cut_short_is_refused_with_its_reason() -> None:
+    from app.errors import InvalidImage
+    from app.studies.volumes import nifti_image
+
+    volume = nifti(SeriesSpec([0.2] * 5, size=128), compress=False)
+    with pytest.raises(InvalidImage, match="NIfTI file cannot be read"):
+        nifti_image(volume[: len(volume) // 2])

@@ -21,7 +21,7 @@ from app.studies.aggregate import NOT_VALIDATED, StudyRule, aggregate
 from app.studies.headers import read_header
 from app.studies.series import ChosenSeries, SliceHeader, choose_series
 from app.studies.sources import StudySource
-from app.studies.volumes import FrameReader
+from app.studies.volumes import FrameReader, is_nifti
 
 Progress = Callable[[int, int], None]  # (slices done, slices in all)
 
@@ -126,6 +126,8 @@ def read_header_of(source: StudySource, name: str) -> list[SliceHeader] | str:
     """A file's slices from its first bytes; the whole file when those do not hold the header
     (a large one) or the file is a volume (NIfTI, Enhanced CT: their slices need it all)."""
     head = source.head(name, HEAD_BYTES)
+    if is_nifti(head):
+        return read_header(name, source.read(name))
     if len(head) == HEAD_BYTES:
         found = read_header(name, head)
         if not isinstance(found, str) and len(found) == 1 and found[0].frame is None:

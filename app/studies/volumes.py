@@ -42,15 +42,15 @@ def nifti_image(data: bytes) -> Any:
             if len(data) > MAX_VOLUME_BYTES:
                 raise InvalidImage("the NIfTI volume expands past 2 GiB")
         image = nib.Nifti1Image.from_bytes(data)
+        if len(image.shape) < 3:
+            raise InvalidImage(f"the NIfTI image has shape {image.shape}, not a volume")
+        order = nib.orientations.axcodes2ornt(("L", "P", "S"))
+        current = nib.orientations.io_orientation(image.affine)
+        return image.as_reoriented(nib.orientations.ornt_transform(current, order))
     except InvalidImage:
         raise
-    except Exception as exc:  # nibabel raises many types for malformed headers
+    except Exception as exc:  # nibabel raises many types for malformed or short files
         raise InvalidImage(f"the NIfTI file cannot be read ({type(exc).__name__})") from exc
-    if len(image.shape) < 3:
-        raise InvalidImage(f"the NIfTI image has shape {image.shape}, not a volume")
-    order = nib.orientations.axcodes2ornt(("L", "P", "S"))
-    current = nib.orientations.io_orientation(image.affine)
-    return image.as_reoriented(nib.orientations.ornt_transform(current, order))
 
 
 def nifti_headers(member: str, data: bytes) -> list[SliceHeader]:
