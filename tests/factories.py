@@ -163,15 +163,24 @@ def dicom_bytes(
     pixel_data: bool = True,
     modality: str = "CT",
     body_part: str | None = None,
+    bits: tuple[int, int] = (16, 16),
+    signed: bool = False,
+    implicit_vr: bool = False,
 ) -> bytes:
-    """A CT DICOM file (explicit VR little endian) with the given stored pixel values."""
+    """A CT DICOM file (explicit VR little endian, else implicit) with the given stored pixel
+    values; `bits` are (allocated, stored), `signed` the pixel representation."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import (
+        CTImageStorage,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        generate_uid,
+    )
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
@@ -180,14 +189,16 @@ def dicom_bytes(
         ds.BodyPartExamined = body_part
     ds.Rows, ds.Columns = stored.shape[-2:]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, interpretation
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits[0], bits[1], bits[1] - 1
+    ds.PixelRepresentation = int(signed)
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if window:
         ds.WindowCenter, ds.WindowWidth = window
     if frames > 1:
         ds.NumberOfFrames = frames
     if pixel_data:
-        ds.PixelData = np.ascontiguousarray(stored.astype(np.uint16)).tobytes()
+        dtype = f"<{'i' if signed else 'u'}{bits[0] // 8}"
+        ds.PixelData = np.ascontiguousarray(stored.astype(dtype)).tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

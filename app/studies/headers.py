@@ -6,6 +6,8 @@ import hashlib
 import io
 from typing import Any
 
+from app.imaging.dicom import NativeImage, native_image
+from app.imaging.dicom_values import HeaderValues
 from app.studies.series import SliceHeader
 
 
@@ -26,16 +28,17 @@ def read_header(member: str, data: bytes) -> list[SliceHeader] | str:
         from pydicom.errors import InvalidDicomError
     except ImportError:
         return "DICOM support is not installed (extra 'dicom')"
+    stream = io.BytesIO(data)
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        dataset = pydicom.dcmread(stream, stop_before_pixels=True)
     except InvalidDicomError:
         return "not a DICOM file"
     except Exception:  # untrusted headers fail in pydicom in many ways
         return "the DICOM header cannot be parsed"
     if "Rows" not in dataset or "Columns" not in dataset:
         return "a DICOM file without an image"
-    header = _slice_header(member, dataset)
-    if isinstance(header, str) or int(_value(dataset, "NumberOfFrames") or 1) <= 1:
+    header = _slice_header(member, dataset, native_image(dataset, data, stream.tell()))
+    if isinstance(header, str) or (HeaderValues(dataset).integer("NumberOfFrames") or 1) <= 1:
         return header if isinstance(header, str) else [header]
     try:
         return enhanced_headers(member, dataset, header)
@@ -43,40 +46,48 @@ def read_header(member: str, data: bytes) -> list[SliceHeader] | str:
         return exc.detail
 
 
-def _slice_header(member: str, dataset: Any) -> SliceHeader | str:
+def _slice_header(member: str, dataset: Any, pixels: NativeImage | None) -> SliceHeader | str:
+    values = HeaderValues(dataset)
     try:
         return SliceHeader(
             member=member,
-            study_uid=str(_value(dataset, "StudyInstanceUID") or ""),
-            series_uid=str(_value(dataset, "SeriesInstanceUID") or ""),
-            sop_uid=str(_value(dataset, "SOPInstanceUID") or ""),
-            modality=str(_value(dataset, "Modality") or "").upper(),
-            image_type=tuple(str(v) for v in _list(_value(dataset, "ImageType"))),
-            sop_class=str(_value(dataset, "SOPClassUID") or ""),
-            instance_number=_int(_value(dataset, "InstanceNumber")),
-            position=floats_of(_value(dataset, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
-            orientation=floats_of(_value(dataset, "ImageOrientationPatient"), 6),
-            size=(int(dataset.Rows), int(dataset.Columns)),
-            patient_key=patient_key(dataset),
-            series_number=_int(_value(dataset, "SeriesNumber")),
+            study_uid=values.text("StudyInstanceUID"),
+            series_uid=values.text("SeriesInstanceUID"),
+            sop_uid=values.text("SOPInstanceUID"),
+            modality=values.text("Modality").upper(),
+            image_type=tuple(values.texts("ImageType")),
+            sop_class=values.text("SOPClassUID"),
+            instance_number=values.integer("InstanceNumber"),
+            position=_floats(values, "ImagePositionPatient", 3),  # type: ignore[arg-type]
+            orientation=_floats(values, "ImageOrientationPatient", 6),
+            size=(_required(values.unsigned("Rows")), _required(values.unsigned("Columns"))),
+            patient_key=patient_key(values),
+            series_number=values.integer("SeriesNumber"),
+            pixels=pixels,
         )
     except (TypeError, ValueError, OverflowError):
         return "the DICOM header holds invalid values"
 
 
-def patient_key(dataset: Any) -> str:
-    """A digest of the patient's identity tags: compared, never shown or logged."""
-    parts = [
-        str(_value(dataset, k) or "") for k in ("PatientID", "PatientName", "PatientBirthDate")
-    ]
+def patient_key(values: HeaderValues) -> str:
+    """A digest of the patient's identity tags (as stored, padding stripped): compared between
+    the files of one upload, never shown or logged."""
+    parts = [values.text(k) for k in ("PatientID", "PatientName", "PatientBirthDate")]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def _value(dataset: Any, keyword: str) -> Any:
+def _floats(values: HeaderValues, keyword: str, count: int) -> tuple[float, ...] | None:
     try:
-        return dataset.get(keyword)
-    except Exception:  # a malformed element raises when it is decoded
+        numbers = values.numbers(keyword)
+    except ValueError:
         return None
+    return tuple(numbers) if len(numbers) == count else None
+
+
+def _required(value: int | None) -> int:
+    if value is None:
+        raise ValueError("a required tag is empty")
+    return value
 
 
 def _list(value: Any) -> list[Any]:
@@ -88,13 +99,6 @@ def _list(value: Any) -> list[Any]:
         return list(value)
     except TypeError:
         return [value]
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def floats_of(value: Any, count: int) -> tuple[float, ...] | None:

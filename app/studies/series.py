@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import InvalidImage
+from app.imaging.dicom import NativeImage
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 AXIAL_COSINE = 0.9  # |normal · z| at or above this counts as axial (about 26° of tilt)
@@ -37,6 +38,7 @@ class SliceHeader:
     patient_key: str
     series_number: int | None = None
     frame: int | None = None  # the frame of a multi-frame object or the slice of a volume
+    pixels: NativeImage | None = None  # where its pixels lie, when no second parse is needed
 
 
 @dataclass

@@ -137,9 +137,7 @@ class FrameReader:
 
     def decoded(self, header: SliceHeader, window: Window | None) -> DecodedImage:
         if header.frame is None:
-            from app.imaging.dicom import decode_dataset
-
-            return decode_dataset(_parse(self._read(header.member)), window)
+            return _single_frame(self._read(header.member), header, window)
         with self._lock:
             if header.member != self._member:
                 self._cached = self._load(header.member)
@@ -154,6 +152,14 @@ class FrameReader:
         if is_nifti(data):
             return np.asarray(nifti_image(data).get_fdata(dtype=np.float32))
         return _parse(data)
+
+
+def _single_frame(data: bytes, header: SliceHeader, window: Window | None) -> DecodedImage:
+    """Read where the header pass found the pixels, else parsed again and decoded by pydicom."""
+    from app.imaging.dicom import decode_dataset
+
+    decoded = header.pixels.decoded(data, window) if header.pixels else None
+    return decoded if decoded is not None else decode_dataset(_parse(data), window)
 
 
 def _parse(data: bytes) -> Any:
