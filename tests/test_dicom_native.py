@@ -20,7 +20,9 @@ from pydicom.data import get_testdata_file
 from app.imaging.decode import DecodedImage
 from app.imaging.dicom import decode_dataset, decode_dicom, native_image
 from app.studies.headers import read_header
+from app.studies.pipeline import HEAD_BYTES, SHORT_HEAD_BYTES, read_header_of
 from app.studies.series import SliceHeader
+from app.studies.sources import FolderSource, StudyLimits
 from app.studies.volumes import FrameReader
 from tests.factories import dicom_bytes
 from tests.series_factory import SeriesSpec, series_files
@@ -141,3 +143,39 @@ def test_compressed_series_are_left_to_pydicom() -> None:
     assert header.pixels is None
     decoded = FrameReader(lambda _member: data).decoded(header, None)
     assert_same(decoded, through_pydicom(data))
+
+
+class RecordedHeads(FolderSource):
+    """A folder source that notes the size of each head read."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, StudyLimits())
+        self.sizes: list[int] = []
+
+    def head(self, name: str, size: int) -> bytes:
+        self.sizes.append(size)
+        return super().head(name, size)
+
+
+@pytest.mark.parametrize(
+    ("comment_bytes", "compress", "sizes"),
+    [
+        (0, False, [SHORT_HEAD_BYTES]),
+        (10_000, False, [SHORT_HEAD_BYTES, HEAD_BYTES]),
+        (0, True, [SHORT_HEAD_BYTES, HEAD_BYTES]),
+    ],
+)
+def test_the_header_pass_reads_8_kb_when_they_hold_the_whole_header(
+    tmp_path: Path, comment_bytes: int, compress: bool, sizes: list[int]
+) -> None:
+    spec = SeriesSpec([0.5], size=256)
+    dataset = pydicom.dcmread(io.BytesIO(series_files(spec, compress=compress)[0]))
+    dataset.ImageComments = "x" * comment_bytes  # pushes the pixels past the first 8 kB
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    (tmp_path / "IM0").write_bytes(buffer.getvalue())
+    source = RecordedHeads(tmp_path)
+    found = read_header_of(source, "IM0")
+    assert isinstance(found, list) and found[0].size == (256, 256)
+    assert source.sizes == sizes
+    assert (found[0].pixels is None) == compress

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -119,20 +119,32 @@ def read_headers(source: StudySource) -> tuple[list[SliceHeader], list[dict[str,
     return headers, skipped
 
 
+SHORT_HEAD_BYTES = 8 * 1024  # most CT headers; their Pixel Data element found in it: complete
 HEAD_BYTES = 64 * 1024  # DICOM headers are read from the start of a file, pixels left out
 
 
 def read_header_of(source: StudySource, name: str) -> list[SliceHeader] | str:
-    """A file's slices from its first bytes; the whole file when those do not hold the header
-    (a large one) or the file is a volume (NIfTI, Enhanced CT: their slices need it all)."""
-    head = source.head(name, HEAD_BYTES)
-    if is_nifti(head):
+    """A file's slices from its first bytes: 8 kB when they end in the Pixel Data element of an
+    uncompressed image, else 64 kB; the whole file when those do not hold the header (a large
+    one) or the file is a volume (NIfTI, Enhanced CT: their slices need it all)."""
+    short = source.head(name, SHORT_HEAD_BYTES)
+    if is_nifti(short):
         return read_header(name, source.read(name))
+    if len(short) == SHORT_HEAD_BYTES:
+        found = read_header(name, short)
+        if _one_slice(found) and found[0].pixels is not None:
+            return found
+    head = source.head(name, HEAD_BYTES)
     if len(head) == HEAD_BYTES:
         found = read_header(name, head)
-        if not isinstance(found, str) and len(found) == 1 and found[0].frame is None:
+        if _one_slice(found):
             return found
     return read_header(name, source.read(name))
+
+
+def _one_slice(found: list[SliceHeader] | str) -> TypeGuard[list[SliceHeader]]:
+    """A single-frame file's one slice (not a reason to skip, not a volume's slices)."""
+    return not isinstance(found, str) and len(found) == 1 and found[0].frame is None
 
 
 def classify_slices(
