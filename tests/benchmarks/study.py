@@ -5,7 +5,8 @@ slices (on demand, loopback only, bounded).
 
 Raw: read each DICOM file (pydicom), window, preprocess and `session.run` at batch 1, 4, 8, 16
 and 32, in one process (the files as bytes: no zip to inflate, no header pass). Then the cost
-per slice of each stage before `session.run`, in one thread. Service: a real `ctscan serve`
+per slice of each stage before `session.run`, in one thread, and the rate of the stages after
+the header pass in 1, 2 and as many threads as there are cores. Service: a real `ctscan serve`
 process at its default settings, the zip posted `--rounds` times, each round paired with a raw
 run at its best batch; slices per second from the median round, and the server's peak resident
 memory (VmHWM) over the whole run. The slices are the model's own dataset's images written as a
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,7 +31,7 @@ from app.imaging.dicom import decode_dataset
 from app.imaging.preprocess import to_model_input
 from app.inference.predict import default_window, run_model
 from app.inference.store import LoadedModel
-from app.studies.pipeline import read_headers
+from app.studies.pipeline import read_headers, slice_input
 from app.studies.sources import StudyLimits, ZipSource
 from app.studies.volumes import FrameReader
 from tests.factories import SHIPPED_MODELS, loaded_store
@@ -111,6 +114,17 @@ def stage_ms(model: LoadedModel, data: bytes) -> dict[str, float]:
     return {stage: seconds * 1000 / len(headers) for stage, seconds in timed.items()}
 
 
+def decode_rate(model: LoadedModel, data: bytes, threads: int) -> float:
+    """Slices per second through inflation, pixels, window and preprocessing in `threads`
+    threads (the service's decode workers on an accelerator), after the header pass."""
+    source = ZipSource(io.BytesIO(data), StudyLimits())
+    headers, reader = read_headers(source)[0], FrameReader(source.read)
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.perf_counter()
+        list(pool.map(lambda header: slice_input(model, reader, header), headers))
+        return len(headers) / (time.perf_counter() - started)
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -124,7 +138,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    model = loaded_store(providers=["CPUExecutionProvider"]).get(args.model)
+    model = loaded_store().get(args.model)  # the providers the service gets (CTSCAN_PROVIDERS)
     data, files = series_zip(model, args.slices)
     print(f"{args.slices}-slice zip of {len(data) / 1e6:.1f} MB, {model.key}", flush=True)
     rates = {batch: raw_rate(model, files, batch) for batch in BATCHES}
@@ -137,6 +151,13 @@ def main() -> None:
         "per slice, one thread: "
         + ", ".join(f"{k} {v:.2f} ms" for k, v in stages.items())
         + f" (the serial header pass alone allows {1000 / stages['header pass']:.0f} slices/s)",
+        flush=True,
+    )
+    threads = sorted({1, 2, os.cpu_count() or 1})
+    decoding = {n: decode_rate(model, data, n) for n in threads}
+    print(
+        "decoding after the header pass, slices/s by threads: "
+        + ", ".join(f"{n}: {r:.0f}" for n, r in decoding.items()),
         flush=True,
     )
     with tempfile.TemporaryDirectory() as data_dir:
