@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from app.errors import InvalidImage, PayloadTooLarge
+from app.studies.inflate import read_deflated
 
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -67,8 +68,10 @@ class ZipSource:
     def read(self, name: str) -> bytes:
         info = self._infos[name]
         try:
-            with self._zip.open(info) as member:
-                data = member.read(info.file_size + 1)
+            data = read_deflated(self._zip, info)
+            if data is None:
+                with self._zip.open(info) as member:
+                    data = member.read(info.file_size + 1)
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
             raise InvalidImage(f"zip member {name!r} cannot be read ({exc})") from exc
         if len(data) > info.file_size:
