@@ -39,13 +39,18 @@ def parsed(data: bytes) -> Any:
         return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
 
 
-@pytest.mark.parametrize("path", PYDICOM_FILES, ids=lambda p: p.name)
+def parses(path: Path) -> bool:
+    try:
+        parsed(path.read_bytes())
+    except Exception:  # files of the set that are meant to fail (no file meta, ...)
+        return False
+    return True
+
+
+@pytest.mark.parametrize("path", [p for p in PYDICOM_FILES if parses(p)], ids=lambda p: p.name)
 def test_values_are_pydicoms(path: Path) -> None:
     data = path.read_bytes()
-    try:
-        values = HeaderValues(parsed(data))
-    except Exception:
-        pytest.skip("pydicom cannot parse this file's header")
+    values = HeaderValues(parsed(data))
     for keyword in TAGS:
         ours = values.unsigned(keyword) if keyword in UNSIGNED else values.texts(keyword)
         with warnings.catch_warnings():
