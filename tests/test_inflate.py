@@ -68,3 +68,36 @@ def test_a_member_larger_than_its_header_says_is_refused() -> None:
     struct.pack_into("<I", data, central + 24, len(SLICE) // 2)  # its uncompressed size
     with pytest.raises(InvalidImage, match="larger than its header says"):
         source(bytes(data)).read("IM0")
+
+
+def test_a_member_smaller_than_its_header_says_is_read_as_zipfile_reads_it() -> None:
+    data = bytearray(archive())
+    central = data.rindex(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 24, len(SLICE) * 2)
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as opened:
+        info = opened.getinfo("IM0")
+        with opened.open(info) as member:
+            assert member.read(info.file_size + 1) == SLICE  # zipfile does not object
+    assert source(bytes(data)).read("IM0") == SLICE
+
+
+def test_a_member_cut_short_is_refused() -> None:
+    data = bytearray(archive())
+    central = data.rindex(b"PK\x01\x02")
+    (compressed,) = struct.unpack_from("<I", data, central + 20)
+    struct.pack_into("<I", data, central + 20, compressed - 100)  # its compressed size
+    with pytest.raises(InvalidImage, match="cut short"):
+        source(bytes(data)).read("IM0")
+
+
+def test_a_member_running_past_the_archive_is_refused() -> None:
+    data = bytearray(archive())
+    central = data.rindex(b"PK\x01\x02")
+    (compressed,) = struct.unpack_from("<I", data, central + 20)
+    struct.pack_into("<I", data, central + 20, compressed + 10**6)  # past the archive's end
+    start = data.index(b"IM0") + 3  # the member's data, after its local header and name
+    data[start : start + 5] = bytes([0, 0xFF, 0xFF, 0, 0])  # a stored block that never ends
+    with pytest.raises(InvalidImage, match="zip member 'IM0' cannot be read"):
+        source(bytes(data)).read("IM0")  # EOFError inside zipfile, a 500 until 2026-12-05
+    with pytest.raises(InvalidImage, match="zip member 'IM0' cannot be read"):
+        source(bytes(data)).head("IM0", 64 * 1024)  # the header pass's read, by zipfile

@@ -15,7 +15,8 @@ from typing import Any
 
 def read_deflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
     """The member's bytes, at most `info.file_size + 1` of them (one more says it lied about
-    its size); None when zipfile must read it. BadZipFile for a corrupt member."""
+    its size; fewer, with the right CRC, are accepted as zipfile accepts them); None when
+    zipfile must read it. BadZipFile for a corrupt or truncated member."""
     isal_zlib = _isal_zlib()
     if isal_zlib is None or info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1:
         return None
@@ -24,14 +25,15 @@ def read_deflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | No
     as_stored.CRC = None  # type: ignore[assignment]  # the compressed bytes have none to check
     with archive.open(as_stored) as member:
         compressed = member.read()
+    inflater = isal_zlib.decompressobj(-15)
     try:
-        data: bytes = isal_zlib.decompressobj(-15).decompress(compressed, info.file_size + 1)
+        data: bytes = inflater.decompress(compressed, info.file_size + 1)
     except isal_zlib.error as exc:
         raise zipfile.BadZipFile(f"the member cannot be inflated ({exc})") from exc
-    if len(data) == info.file_size and isal_zlib.crc32(data) != info.CRC:
-        raise zipfile.BadZipFile("the member's CRC does not match")
-    if len(data) < info.file_size:
-        raise zipfile.BadZipFile("the member ends before its size")
+    if len(data) > info.file_size:
+        return data  # the caller refuses it, as it does zipfile's
+    if not inflater.eof or isal_zlib.crc32(data) != info.CRC:
+        raise zipfile.BadZipFile("the member is cut short or its CRC does not match")
     return data
 
 

@@ -72,7 +72,7 @@ class ZipSource:
             if data is None:
                 with self._zip.open(info) as member:
                     data = member.read(info.file_size + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
             raise InvalidImage(f"zip member {name!r} cannot be read ({exc})") from exc
         if len(data) > info.file_size:
             raise InvalidImage(f"zip member {name!r} is larger than its header says")
@@ -83,7 +83,7 @@ class ZipSource:
         try:
             with self._zip.open(self._infos[name]) as member:
                 return member.read(size)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
             raise InvalidImage(f"zip member {name!r} cannot be read ({exc})") from exc
 
 
