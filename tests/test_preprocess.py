@@ -153,3 +153,13 @@ def test_the_stretch_leaves_the_callers_pixels_alone() -> None:
 def test_a_card_cannot_ask_for_a_percentile_outside_0_to_100() -> None:
     with pytest.raises(ValueError, match="100"):
         InputSpec(height=8, width=8, percentiles=(1.0, 101.0))
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (512, 512), (3, 70_000)])
+def test_foreground_counts_are_count_nonzeros(shape: tuple[int, int]) -> None:
+    from app.imaging.preprocess import _counts
+
+    mask = np.random.default_rng(0).random(shape) > 0.3
+    mask[0] = True  # a whole row of 70,000 would wrap a 16-bit count
+    for axis in (0, 1):
+        assert np.array_equal(_counts(mask, axis), np.count_nonzero(mask, axis=axis))
