@@ -8,10 +8,11 @@ and 32, in one process (the files as bytes: no zip to inflate, no header pass). 
 per slice of each stage before `session.run`, in one thread, and the rate of the stages after
 the header pass in 1, 2 and as many threads as there are cores. Service: a real `ctscan serve`
 process at its default settings, the zip posted `--rounds` times, each round paired with a raw
-run at its best batch; slices per second from the median round, its ratio to the raw best
-batch and the median of each round's ratio to its own raw run (the fairer one on a VM whose
-speed drifts), and the server's peak resident memory (VmHWM) over the whole run. The slices are the model's own dataset's images written as a
-CT series through its window when the shared datasets are here, else drawn patterns."""
+run at its best batch; slices per second from the median round, its ratio to the raw best batch
+and the median of each round's ratio to its own raw run (the fairer one on a VM whose speed
+drifts), and the server's peak resident memory (VmHWM) over the whole run. The slices are the
+model's own dataset's images written as a CT series through its window when the shared datasets
+are here, else drawn patterns."""
 
 from __future__ import annotations
 
