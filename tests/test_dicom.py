@@ -139,11 +139,25 @@ def test_window_query_values() -> None:
     assert window_from_query({"window_center": "-50.5", "window_width": "4e2"}) == (-50.5, 400.0)
 
 
-def test_fuzzer_finding_is_a_422() -> None:
-    """Found by tests/fuzz/fuzz_decode.py: a meta group length of odd size crashed pydicom."""
-    data = (Path(__file__).parent / "data" / "fuzz-dicom-wrong-length.bin").read_bytes()
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fuzz-dicom-wrong-length.bin",  # a meta group length of odd size crashed pydicom
+        "fuzz-dicom-rle-panic.bin",  # the RLE codec (Rust) panics: pyo3's PanicException
+    ],
+)
+def test_fuzzer_findings_are_a_422(name: str) -> None:
+    """Found by tests/fuzz/fuzz_decode.py."""
+    data = (Path(__file__).parent / "data" / name).read_bytes()
     with pytest.raises(InvalidImage):
         decode_image(data)
+
+
+def test_a_codec_panic_is_answered_422(client: TestClient) -> None:
+    data = (Path(__file__).parent / "data" / "fuzz-dicom-rle-panic.bin").read_bytes()
+    response = client.post("/predict", files={"file": ("slice", data)})
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "/problems/invalid-image"
 
 
 def test_brain_and_lung_windows_give_different_inputs(client: TestClient) -> None:

@@ -349,3 +349,17 @@ def test_decoding_in_threads_gives_the_same_answer(tmp_path: Path) -> None:
         source.close()
     assert answers[0]["slices"] == answers[1]["slices"] == answers[2]["slices"]
     assert len(answers[0]["slices"]) == 24
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fuzz-dicom-study-bad-slope.bin",  # a slope that is no number, no pixels after all
+        "fuzz-dicom-enhanced-bad-vr.bin",  # a multi-frame header with an unknown VR inside
+    ],
+)
+def test_files_that_fail_late_are_a_422(client: TestClient, name: str) -> None:
+    """Found by tests/fuzz/fuzz_study.py: headers that read, then fail in pydicom."""
+    data = (Path(__file__).parent / "data" / name).read_bytes()
+    response = client.post("/v1/models/toy/studies", content=zipped({"IM0": data}))
+    assert response.status_code == 422, response.text

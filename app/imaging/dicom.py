@@ -118,9 +118,14 @@ def native_image(dataset: Any, head: bytes, position: int) -> NativeImage | None
 
 
 def decode_dataset(dataset: Any, window: Window | None = None) -> DecodedImage:
-    """One parsed single-frame DICOM dataset (pydicom), windowed as `decode_dicom` does."""
-    tags = grey_tags(dataset)
-    return decode_grey(_stored_values(dataset), tags, window)
+    """One parsed single-frame DICOM dataset (pydicom), windowed as `decode_dicom` does;
+    InvalidImage for whatever in it cannot be read."""
+    try:
+        return decode_grey(pixel_array(dataset), grey_tags(dataset), window)
+    except ServiceError:
+        raise
+    except Exception as exc:  # untrusted header values fail in many ways
+        raise InvalidImage(f"the DICOM file is malformed ({type(exc).__name__})") from exc
 
 
 def decode_grey(stored: np.ndarray, tags: GreyTags, window: Window | None) -> DecodedImage:
@@ -167,11 +172,16 @@ def _read(data: bytes, stop_before_pixels: bool = False) -> tuple[Any, int]:
     return dataset, stream.tell()
 
 
-def _stored_values(dataset: Any) -> np.ndarray:
+def pixel_array(dataset: Any) -> np.ndarray:
+    """pydicom's `pixel_array` (every frame); InvalidImage when the pixels cannot be decoded."""
     try:
         stored: np.ndarray = dataset.pixel_array
     except Exception as exc:  # pydicom raises many types for bad or undecodable pixel data
         raise InvalidImage(f"the DICOM pixel data cannot be decoded ({exc})") from exc
+    except BaseException as exc:  # a Rust codec's panic (pyo3's PanicException) is no Exception
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InvalidImage("the DICOM pixel data cannot be decoded (its codec failed)") from exc
     return stored
 
 

@@ -44,6 +44,8 @@ def read_header(member: str, data: bytes) -> list[SliceHeader] | str:
         return enhanced_headers(member, dataset, header)
     except InvalidImage as exc:
         return exc.detail
+    except Exception:  # a malformed element fails when pydicom converts it
+        return "the DICOM header holds invalid values"
 
 
 def _slice_header(member: str, dataset: Any, pixels: NativeImage | None) -> SliceHeader | str:

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InvalidImage
+from app.errors import InvalidImage, ServiceError
 from app.imaging.decode import DecodedImage
-from app.imaging.dicom import Window, apply_window, rescaled
+from app.imaging.dicom import Window, apply_window, pixel_array, rescaled
 from app.studies.headers import floats_of
 from app.studies.series import SliceHeader
 
@@ -136,6 +136,15 @@ class FrameReader:
         self._lock = threading.Lock()  # decode threads share the object read last
 
     def decoded(self, header: SliceHeader, window: Window | None) -> DecodedImage:
+        """The slice's grey pixels; InvalidImage for whatever in its file cannot be read."""
+        try:
+            return self._decoded(header, window)
+        except ServiceError:
+            raise
+        except Exception as exc:  # untrusted values fail late in pydicom and nibabel
+            raise InvalidImage(f"a slice cannot be decoded ({type(exc).__name__})") from exc
+
+    def _decoded(self, header: SliceHeader, window: Window | None) -> DecodedImage:
         if header.frame is None:
             return _single_frame(self._read(header.member), header, window)
         with self._lock:
@@ -172,10 +181,10 @@ def _parse(data: bytes) -> Any:
 
 
 def _enhanced_frame(dataset: Any, frame: int, window: Window | None) -> DecodedImage:
-    try:
-        stored = dataset.pixel_array[frame]
-    except Exception as exc:  # pydicom raises many types for bad pixel data
-        raise InvalidImage(f"frame {frame + 1} cannot be decoded ({type(exc).__name__})") from exc
+    frames = pixel_array(dataset)
+    if frames.ndim < 3 or frame >= len(frames):
+        raise InvalidImage(f"frame {frame + 1} cannot be decoded (the pixel data holds fewer)")
+    stored = frames[frame]
     shared = _first(dataset.get("SharedFunctionalGroupsSequence"))
     group = dataset.PerFrameFunctionalGroupsSequence[frame]
     slope = _group_value(group, shared, "PixelValueTransformationSequence", "RescaleSlope")
