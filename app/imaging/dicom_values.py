@@ -87,7 +87,10 @@ class HeaderValues:
     def _raw(self, keyword: str, vrs: set[str]) -> bytes | None:
         """The element's raw little-endian bytes; None when pydicom must convert it (absent
         elements included: `_converted` says None)."""
-        element = self.dataset.get_item(TAGS[keyword])
+        try:
+            element = self.dataset.get_item(TAGS[keyword])
+        except Exception:  # pydicom converts a deferred element here, and it may be malformed
+            return None
         if element is None or not getattr(element, "is_raw", False):
             return None
         if not element.is_little_endian or element.VR not in vrs | {None}:
