@@ -118,14 +118,10 @@ def native_image(dataset: Any, head: bytes, position: int) -> NativeImage | None
 
 
 def decode_dataset(dataset: Any, window: Window | None = None) -> DecodedImage:
-    """One parsed single-frame DICOM dataset (pydicom), windowed as `decode_dicom` does;
-    InvalidImage for whatever in it cannot be read."""
-    try:
-        return decode_grey(pixel_array(dataset), grey_tags(dataset), window)
-    except ServiceError:
-        raise
-    except Exception as exc:  # untrusted header values fail in many ways
-        raise InvalidImage(f"the DICOM file is malformed ({type(exc).__name__})") from exc
+    """One parsed single-frame DICOM dataset (pydicom), windowed as `decode_dicom` does. Its
+    callers (`decode_dicom`, a study's `FrameReader`) turn a malformed value's error into
+    InvalidImage."""
+    return decode_grey(pixel_array(dataset), grey_tags(dataset), window)
 
 
 def decode_grey(stored: np.ndarray, tags: GreyTags, window: Window | None) -> DecodedImage:
