@@ -55,7 +55,7 @@ class HeaderValues:
         absent or empty."""
         raw = self._raw(keyword, TEXT_VRS)
         if raw is None:
-            return [str(v).strip() for v in _as_list(self._converted(keyword))]
+            return [str(v).strip() for v in as_list(self._converted(keyword))]
         text = raw.decode("latin-1").strip(PADDING)
         return [v.strip(PADDING) for v in text.split("\\")] if text else []
 
@@ -105,7 +105,7 @@ class HeaderValues:
             return None
 
 
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     """pydicom's value as a list: a multi-valued element's values, else the one value."""
     if value is None or value == "":
         return []

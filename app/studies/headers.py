@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 from app.imaging.dicom import NativeImage, native_image
-from app.imaging.dicom_values import HeaderValues
+from app.imaging.dicom_values import HeaderValues, as_list
 from app.studies.series import SliceHeader
 
 
@@ -92,20 +92,9 @@ def _required(value: int | None) -> int:
     return value
 
 
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | bytes):
-        return [value]
-    try:
-        return list(value)
-    except TypeError:
-        return [value]
-
-
 def floats_of(value: Any, count: int) -> tuple[float, ...] | None:
     """A multi-valued numeric tag as `count` floats, or None when absent or malformed."""
-    items = _list(value)
+    items = as_list(value)
     if len(items) != count:
         return None
     try:
