@@ -90,7 +90,7 @@ def test_a_volume_larger_than_a_header_read_is_read_whole(tmp_path: Path) -> Non
     from app.studies.sources import FolderSource, StudyLimits
 
     volume = nifti(SeriesSpec([0.2] * 5, size=128), compress=False)
-    assert len(volume) > HEAD_BYTES
+    assert len(volume) > max(HEAD_BYTES)
     (tmp_path / "volume.nii").write_bytes(volume)
     found = read_header_of(FolderSource(tmp_path, StudyLimits()), "volume.nii")
     assert not isinstance(found, str) and [h.frame for h in found] == [0, 1, 2, 3, 4]

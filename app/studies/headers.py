@@ -10,11 +10,14 @@ from app.imaging.dicom import NativeImage, native_image
 from app.imaging.dicom_values import HeaderValues, as_list
 from app.studies.series import SliceHeader
 
+HEADER_CUT = "the DICOM header runs past the bytes read"
+PIXEL_GROUP = (b"\xe0\x7f", b"\x7f\xe0")  # (7FE0,xxxx), little and big endian: pixel data
 
-def read_header(member: str, data: bytes) -> list[SliceHeader] | str:
+
+def read_header(member: str, data: bytes, head: bool = False) -> list[SliceHeader] | str:
     """The slices of an image file (one; a multi-frame object's frames; a NIfTI volume's axial
-    slices), or why the file is skipped (not DICOM, no pixels, ...). `data` may be only the
-    file's start: a header that runs past it "cannot be parsed"."""
+    slices), or why the file is skipped (not DICOM, no pixels, ...). With `head`, `data` is only
+    the file's start: unless the header ends at the pixel data within it, HEADER_CUT."""
     from app.errors import InvalidImage
     from app.studies.volumes import enhanced_headers, is_nifti, nifti_headers
 
@@ -35,6 +38,8 @@ def read_header(member: str, data: bytes) -> list[SliceHeader] | str:
         return "not a DICOM file"
     except Exception:  # untrusted headers fail in pydicom in many ways
         return "the DICOM header cannot be parsed"
+    if head and data[stream.tell() : stream.tell() + 2] not in PIXEL_GROUP:
+        return HEADER_CUT
     if "Rows" not in dataset or "Columns" not in dataset:
         return "a DICOM file without an image"
     header = _slice_header(member, dataset, native_image(dataset, data, stream.tell()))

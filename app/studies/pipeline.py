@@ -119,24 +119,20 @@ def read_headers(source: StudySource) -> tuple[list[SliceHeader], list[dict[str,
     return headers, skipped
 
 
-SHORT_HEAD_BYTES = 8 * 1024  # most CT headers; their Pixel Data element found in it: complete
-HEAD_BYTES = 64 * 1024  # DICOM headers are read from the start of a file, pixels left out
+HEAD_BYTES = (8 * 1024, 64 * 1024)  # most CT headers fit the first; large ones the second
 
 
 def read_header_of(source: StudySource, name: str) -> list[SliceHeader] | str:
-    """A file's slices from its first bytes: 8 kB when they end in the Pixel Data element of an
-    uncompressed image, else 64 kB; the whole file when those do not hold the header (a large
-    one) or the file is a volume (NIfTI, Enhanced CT: their slices need it all)."""
-    short = source.head(name, SHORT_HEAD_BYTES)
-    if is_nifti(short):
-        return read_header(name, source.read(name))
-    if len(short) == SHORT_HEAD_BYTES:
-        found = read_header(name, short)
-        if _one_slice(found) and found[0].pixels is not None:
-            return found
-    head = source.head(name, HEAD_BYTES)
-    if len(head) == HEAD_BYTES:
-        found = read_header(name, head)
+    """A file's slices from its first 8 kB, else 64 kB, when its header ends within them (the
+    pixels left out); the whole file when it does not, or when the file is a volume (NIfTI,
+    Enhanced CT: their slices need it all)."""
+    for size in HEAD_BYTES:
+        head = source.head(name, size)
+        if len(head) < size:  # the whole file
+            return read_header(name, head)
+        if is_nifti(head):
+            break
+        found = read_header(name, head, head=True)
         if _one_slice(found):
             return found
     return read_header(name, source.read(name))
