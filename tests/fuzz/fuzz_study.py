@@ -15,14 +15,15 @@ import atheris
 with atheris.instrument_imports():
     from app.errors import ServiceError
     from app.studies.headers import read_header
+    from app.studies.pipeline import HEAD_BYTES
     from app.studies.volumes import FrameReader
 
-HEAD = 8 * 1024
+HEAD = HEAD_BYTES[0]
 
 
 def one_input(data: bytes) -> None:
     for part in (data[:HEAD], data) if len(data) > HEAD else (data,):
-        found = read_header("file", part)
+        found = read_header("file", part, head=part is not data)
         if isinstance(found, str):
             continue
         reader = FrameReader(lambda _member: data)
